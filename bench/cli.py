@@ -1,0 +1,197 @@
+"""The `steerbench` command.
+
+    steerbench run [EXPERIMENT.toml] [-o DIR]     sweep methods x tasks, write results + report
+    steerbench list                                registered methods and tasks, with parameters
+    steerbench report RUN_DIR [RUN_DIR ...]        (re)build the report from result files
+    steerbench check RUN_DIR --baseline FILE       regression check for CI
+    steerbench testbed build | check               the built-in testbed model
+
+Errors a user can cause print one line and exit 2; an interrupt keeps finished cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.errors import UserError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.config import load_experiment
+    from bench.models import load_subject
+    from bench.results import RunDir, git_hash, package_versions
+    from bench.runner import Runner, replace_output_dir
+
+    experiment = replace_output_dir(load_experiment(args.experiment), args.output)
+    progress = not args.quiet
+    run_dir = RunDir(experiment.output_dir)
+    started = time.time()
+    subject = load_subject(experiment.model, progress=progress)
+    evaluator = None
+    if experiment.evaluator:
+        from bench.subject import Subject
+
+        evaluator = Subject.load(experiment.evaluator, device=experiment.model.device)
+    runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress)
+    manifest = {
+        "schema": 1,
+        "experiment": experiment.to_dict(),
+        "experiment_file": str(args.experiment) if args.experiment else None,
+        "seeds": list(experiment.seeds),
+        "packages": package_versions(),
+        "git": git_hash(),
+        "model": {
+            "name": subject.name,
+            "fingerprint": subject.fingerprint(),
+            "type": subject.model_type,
+            "n_layers": subject.n_layers,
+        },
+        "evaluator": experiment.evaluator or "unsteered subject",
+        "methods": [
+            {"label": m.label, "name": m.method.name, "strengths": list(m.strengths)}
+            for m in runner.methods
+        ],
+        "tasks": [{"name": t.name, "scorers": dict(t.scorers())} for t in runner.tasks],
+        "started": started,
+        "status": "running",
+    }
+    run_dir.write_json("manifest.json", manifest)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        run_dir.write_json(
+            "manifest.json",
+            {**manifest, "status": "interrupted", "wall_seconds": time.time() - started},
+        )
+        print(
+            f"interrupted; finished cells are kept in {run_dir.root} (run again to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    run_dir.write_json(
+        "manifest.json", {**manifest, "status": "complete", "wall_seconds": time.time() - started}
+    )
+    print(f"results: {run_dir.root}")
+    if experiment.report:
+        from reports import build_report
+
+        print(f"report: {build_report([run_dir.root])}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from bench.params import describe
+    from bench.registry import METHODS, TASKS
+
+    for title, registry in (("methods", METHODS), ("tasks", TASKS)):
+        print(f"{title}:")
+        for name in registry.names():
+            item = registry.get(name)
+            print(f"  {name:<20} {item.summary}")
+            for field, kind, default in describe(item.Params):
+                print(f"      {field:<22} {kind:<24} default: {default!r}")
+            strengths = getattr(item, "default_strengths", None)
+            if strengths:
+                print(f"      {'(strengths)':<22} {'':<24} default: {list(strengths)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    path = build_report([Path(p) for p in args.run_dirs], output=args.output)
+    print(f"report: {path}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from reports import run_check
+
+    return run_check(args)
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from tasks.testbed.commands import build_command, check_command
+
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    if args.action == "build":
+        return build_command(seed=args.seed, cache_dir=cache, force=args.force)
+    return check_command(seed=args.seed, cache_dir=cache, n=args.n)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="steerbench", description="Benchmark LLM steering methods.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="sweep methods x tasks x strengths and write results")
+    run.add_argument(
+        "experiment",
+        nargs="?",
+        help="experiment TOML (default: every method and task on the built-in testbed)",
+    )
+    run.add_argument("-o", "--output", help="run directory (overrides output_dir)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    lst = sub.add_parser("list", help="registered methods and tasks with their parameters")
+    lst.set_defaults(func=_list)
+
+    rep = sub.add_parser("report", help="build the report of one run, or compare several")
+    rep.add_argument("run_dirs", nargs="+", help="run directories")
+    rep.add_argument(
+        "-o", "--output", help="where to write the report (default: the first run's report/)"
+    )
+    rep.set_defaults(func=_report)
+
+    chk = sub.add_parser("check", help="compare a run with a baseline; exit 1 on regression")
+    chk.add_argument("run_dir", help="run directory to check")
+    chk.add_argument("--baseline", help="baseline summary JSON (or a run directory)")
+    chk.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="per-metric tolerance, e.g. perplexity=10%% or positive_rate=0.05",
+    )
+    chk.add_argument("--junit", help="write JUnit XML here")
+    chk.add_argument("--json", dest="json_out", help="write the machine-readable verdict here")
+    chk.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="write the run's headline numbers as the new baseline",
+    )
+    chk.set_defaults(func=_check)
+
+    tb = sub.add_parser("testbed", help="build or check the built-in testbed model")
+    tb.add_argument("action", choices=("build", "check"))
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument(
+        "--cache-dir",
+        help="testbed cache directory (default: $STEERBENCH_CACHE or ~/.cache/steerbench)",
+    )
+    tb.add_argument("--force", action="store_true", help="rebuild even if cached")
+    tb.add_argument("-n", type=int, default=200, help="held-out prompts per vital sign")
+    tb.set_defaults(func=_testbed)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"steerbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The method interface: fit a state for a steering target, then steer with it at a strength.
+
+Contract for every method (checked by tests/test_method_contract.py):
+- strength 0 reproduces the unsteered logits exactly;
+- nothing attached by `steer` survives the context, also when its body raises;
+- `State.save` / `State.load` round-trips the fitted state;
+- the same seed gives the same outputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from bench.state import State
+from bench.subject import Subject
+from bench.target import SteeringTarget
+
+
+@dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams  # a frozen dataclass with defaults for every field
+    default_strengths: ClassVar[tuple[float, ...]] = (0.0, 1.0)
+    version: ClassVar[str] = "1"  # bump when fitting changes, to invalidate cached states
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params=None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        """Whether `target` has what this method needs (else the runner skips the pair)."""
+        return True
+
+    @abstractmethod
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        """Everything the method learns for `target`; may be cheap (e.g. empty for prompting)."""
+
+    @abstractmethod
+    def steer(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        """Steering in effect inside the context; use `bench.steering.attached` to attach."""
+
+    def fit_key_parts(self) -> dict:
+        """What the fitted state depends on, besides the target and the model."""
+        return {"method": self.name, "version": self.version, "params": asdict(self.params)}
+
+
+def iter_strengths(strengths: tuple[float, ...]) -> Iterator[float]:
+    """Strengths in sweep order with 0 always included first."""
+    yield 0.0
+    yield from sorted({float(s) for s in strengths} - {0.0})

@@ -1,0 +1,69 @@
+"""One generic registry for methods and tasks.
+
+Built-ins come from explicit imports (`methods.BUILTIN_METHODS`, `tasks.BUILTIN_TASKS`);
+third-party plugins from the `steerbench.methods` / `steerbench.tasks` entry point groups.
+No directory scanning, no getattr on packages. Unknown names fail with "did you mean".
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from bench.errors import UserError, did_you_mean
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, group: str, builtins: Callable[[], Iterable[T]]) -> None:
+        self.kind = kind
+        self.group = group
+        self._builtins = builtins
+        self._items: dict[str, T] | None = None
+
+    def register(self, item: T) -> T:
+        items = self._loaded()
+        name = item.name  # type: ignore[attr-defined]
+        if name in items and items[name] is not item:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        items[name] = item
+        return item
+
+    def get(self, name: str) -> T:
+        items = self._loaded()
+        if name not in items:
+            raise UserError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, items)}; known: {', '.join(sorted(items))}"
+            )
+        return items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._loaded())
+
+    def _loaded(self) -> dict[str, T]:
+        if self._items is None:
+            self._items = {}
+            for item in self._builtins():
+                self._items[item.name] = item  # type: ignore[attr-defined]
+            for entry in importlib.metadata.entry_points(group=self.group):
+                item = entry.load()
+                self._items.setdefault(item.name, item)
+        return self._items
+
+
+def _builtin_methods():
+    from methods import BUILTIN_METHODS
+
+    return BUILTIN_METHODS
+
+
+def _builtin_tasks():
+    from tasks import BUILTIN_TASKS
+
+    return BUILTIN_TASKS
+
+
+METHODS: Registry = Registry("method", "steerbench.methods", _builtin_methods)
+TASKS: Registry = Registry("task", "steerbench.tasks", _builtin_tasks)

@@ -1,0 +1,57 @@
+"""Choosing a method's operating strength on the `select` split, never on `test`.
+
+Among the swept strengths whose cells are not degenerate and whose perplexity stays within
+`budget` x the unsteered perplexity, take the one with the best mean (over seeds) primary
+metric; ties go to the smaller strength. Tasks that do not generate have no perplexity, and
+then only the primary metric counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+from bench.task import Task
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def choose_strength(cells: Sequence[dict], budget: float, task: Task) -> dict:
+    by_strength: dict[float, list[dict]] = defaultdict(list)
+    for cell in cells:
+        by_strength[cell["strength"]].append(cell)
+    higher = task.metric(task.primary_metric).higher_is_better
+
+    def effect(group: list[dict]) -> float:
+        return _mean([c["metrics"].get(task.primary_metric) for c in group])
+
+    def ppl(group: list[dict]) -> float:
+        return _mean([c["metrics"].get("perplexity") for c in group])
+
+    reference = ppl(by_strength.get(0.0, []))
+    limit = reference * budget if math.isfinite(reference) else math.inf
+    candidates = []
+    for strength, group in sorted(by_strength.items()):
+        if any(c.get("degenerate") for c in group) or not math.isfinite(effect(group)):
+            continue
+        fluent = not math.isfinite(ppl(group)) or ppl(group) <= limit
+        if fluent:
+            candidates.append((strength, effect(group)))
+    if not candidates:
+        return {
+            "strength": 0.0,
+            "effect": effect(by_strength.get(0.0, [])),
+            "reason": "no strength within the fluency budget",
+        }
+    best = max(candidates, key=lambda c: (c[1] if higher else -c[1], -c[0]))
+    return {
+        "strength": best[0],
+        "effect": best[1],
+        "reference_perplexity": reference,
+        "perplexity_limit": limit,
+        "reason": "best effect within the fluency budget",
+    }

@@ -1,0 +1,369 @@
+"""Subject: a Hugging Face causal LM plus its tokenizer, and the steering surface around it.
+
+The subject loads through the ordinary `from_pretrained` path (hub id or local directory), offers
+batched generation and continuation log-probabilities, and lets methods attach hooks at named
+hook points (see `bench.architectures`), prompt transforms and generation overrides. Every
+attachment returns a handle; `bench.steering.attached` removes them all in `finally`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.architectures import HookPoint, resolve
+from bench.errors import UserError
+from bench.positions import PositionTracker, TokenPositions
+
+# A steering hook gets the hooked activation (batch, seq, d_model) and the positions of its
+# tokens, and returns a replacement activation (or None to leave it as it is).
+HookFn = Callable[[torch.Tensor, TokenPositions], "torch.Tensor | None"]
+PromptTransform = Callable[[str], str]
+GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 24
+    temperature: float = 1.0  # 0 means greedy decoding
+    top_p: float = 0.9
+    num_samples: int = 1  # continuations per prompt
+    seed: int = 0
+    batch_size: int = 32  # prompts per forward batch
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """log p(continuation | context) under the subject, summed over continuation tokens."""
+
+    logprob: float
+    n_tokens: int
+    is_greedy: bool  # every continuation token is the argmax at its step
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(self.n_tokens, 1)
+
+
+class Handle:
+    """Undo token for one attachment (hook, prompt transform or override)."""
+
+    def __init__(self, remove: Callable[[], None]) -> None:
+        self._remove: Callable[[], None] | None = remove
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+
+
+class Subject:
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "model") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.positions = PositionTracker()
+        model.register_forward_pre_hook(self.positions, with_kwargs=True)
+        self._prompt_transforms: list[PromptTransform] = []
+        self._generate_overrides: list[GenerateFn] = []
+        self._n_steering_hooks = 0
+        self.generated_tokens = 0  # running count, for cost accounting
+        self._fingerprint: str | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+    ) -> Subject:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+        source = str(name_or_path)
+        kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+        except (OSError, ValueError) as error:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(source).exists()
+            hint = (
+                "not a local directory and not in the Hugging Face cache; download it where "
+                "there is network (`hf download " + source + "`) or give a local path"
+                if offline
+                else str(error).splitlines()[0]
+            )
+            raise UserError(f"cannot load model '{source}': {hint}") from None
+        return cls(model.to(device), tokenizer, name=source)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        config = self.model.config
+        for key in ("n_positions", "max_position_embeddings"):
+            if getattr(config, key, None):
+                return int(getattr(config, key))
+        return 2048
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def fingerprint(self) -> str:
+        """Content fingerprint of config and weights (stable across processes and paths)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(
+                json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode()
+            )
+            with torch.no_grad():
+                for name, tensor in self.model.state_dict().items():
+                    t = tensor.detach().to(torch.float64)
+                    stats = (
+                        name,
+                        tuple(t.shape),
+                        round(t.sum().item(), 6),
+                        round(t.square().sum().item(), 6),
+                    )
+                    digest.update(repr(stats).encode())
+            digest.update(repr(sorted(self.tokenizer.get_vocab().items())).encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ steering surface
+    def hookpoint(self, name: str) -> HookPoint:
+        return resolve(name, self.model_type, self.n_layers)
+
+    def module(self, point: HookPoint) -> torch.nn.Module:
+        return self.model.get_submodule(point.module_path)
+
+    def add_hook(self, name: str, fn: HookFn) -> Handle:
+        """Attach `fn` at hook point `name`; the returned handle detaches it."""
+        point = self.hookpoint(name)
+        module = self.module(point)
+        positions = self.positions
+
+        if point.on_input:
+
+            def pre_hook(mod, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                new = fn(hidden, positions.current)
+                if new is None:
+                    return None
+                if args:
+                    return (new, *args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": new}
+
+            torch_handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        else:
+
+            def hook(mod, args, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                new = fn(hidden, positions.current)
+                if new is None:
+                    return None
+                return (new, *output[1:]) if isinstance(output, tuple) else new
+
+            torch_handle = module.register_forward_hook(hook)
+        self._n_steering_hooks += 1
+
+        def remove() -> None:
+            torch_handle.remove()
+            self._n_steering_hooks -= 1
+
+        return Handle(remove)
+
+    def add_prompt_transform(self, fn: PromptTransform) -> Handle:
+        self._prompt_transforms.append(fn)
+        return Handle(lambda: self._prompt_transforms.remove(fn))
+
+    def override_generate(self, fn: GenerateFn) -> Handle:
+        """Replace generation (e.g. an iterative method); `fn` gets already-transformed prompts."""
+        self._generate_overrides.append(fn)
+        return Handle(lambda: self._generate_overrides.remove(fn))
+
+    @property
+    def attachments(self) -> int:
+        """Number of steering attachments currently in place (0 outside any steer context)."""
+        return self._n_steering_hooks + len(self._prompt_transforms) + len(self._generate_overrides)
+
+    def transform(self, prompt: str) -> str:
+        for fn in self._prompt_transforms:
+            prompt = fn(prompt)
+        return prompt
+
+    # ------------------------------------------------------------------ tokens
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self, prompts: Sequence[str], settings: GenerationSettings, *, progress: bool = False
+    ) -> list[list[str]]:
+        """`settings.num_samples` continuations for each prompt (after prompt transforms)."""
+        prompts = [self.transform(p) for p in prompts]
+        if self._generate_overrides:
+            return self._generate_overrides[-1](prompts, settings)
+        return self.generate_raw(prompts, settings, progress=progress)
+
+    def generate_raw(
+        self, prompts: Sequence[str], settings: GenerationSettings, *, progress: bool = False
+    ) -> list[list[str]]:
+        """Batched generation of exactly these prompts: left padding, KV cache, seeded sampling."""
+        out: list[list[str]] = []
+        batches = range(0, len(prompts), settings.batch_size)
+        for index, start in enumerate(
+            tqdm(batches, desc="generate", disable=not progress, leave=False)
+        ):
+            batch = list(prompts[start : start + settings.batch_size])
+            out.extend(self._generate_batch(batch, settings, seed=settings.seed * 100_003 + index))
+        return out
+
+    def _generate_batch(
+        self, prompts: list[str], s: GenerationSettings, seed: int
+    ) -> list[list[str]]:
+        budget = self.max_length - s.max_new_tokens
+        rows = [self.encode(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
+        ids, mask = self._left_padded(rows)
+        sample = s.temperature > 0
+        n = s.num_samples if sample else 1
+        kwargs = (
+            {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
+            if sample
+            else {"do_sample": False}
+        )
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            sequences = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=s.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **kwargs,
+            )
+        new_tokens = sequences[:, ids.shape[1] :]  # (batch * n, new)
+        texts = []
+        for row in new_tokens.tolist():
+            if self.tokenizer.eos_token_id in row:
+                row = row[: row.index(self.tokenizer.eos_token_id)]
+            self.generated_tokens += len(row)
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        grouped = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [g * s.num_samples for g in grouped] if not sample else grouped
+
+    # ------------------------------------------------------------------ scoring
+    def split_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Tokens of context and continuation, split where the joint encoding splits.
+
+        Trailing spaces of the context move to the continuation (BPE attaches a space to the
+        word after it), then the whole string is encoded once so the continuation's tokens
+        are those the model would really see after the context.
+        """
+        stripped = context.rstrip(" ")
+        continuation = context[len(stripped) :] + continuation
+        context = stripped
+        if not context:
+            bos = self.tokenizer.bos_token_id
+            prefix = [bos if bos is not None else self.tokenizer.eos_token_id]
+            return prefix, self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        if whole[: len(ctx)] != ctx:  # the boundary merged into one token: score it whole
+            ctx = ctx[:-1]
+        return ctx, whole[len(ctx) :]
+
+    def logprobs(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        batch_size: int = 16,
+        transform: bool = True,
+        progress: bool = False,
+    ) -> list[ContinuationScore]:
+        """log p(continuation | context) for each pair, batched (right padding)."""
+        if len(contexts) != len(continuations):
+            raise ValueError("contexts and continuations differ in length")
+        if transform:
+            contexts = [self.transform(c) for c in contexts]
+        pairs = [self.split_tokens(c, x) for c, x in zip(contexts, continuations)]
+        # Longest first so batches are dense; results are put back in input order.
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        scores: dict[int, ContinuationScore] = {}
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="score", disable=not progress, leave=False):
+            chunk = order[start : start + batch_size]
+            for i, score in zip(chunk, self._score_batch([pairs[i] for i in chunk])):
+                scores[i] = score
+        return [scores[i] for i in range(len(pairs))]
+
+    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> Iterator[ContinuationScore]:
+        limit = self.max_length
+        rows, ctx_lens = [], []
+        for ctx, cont in pairs:
+            cont = cont[: limit - 1]
+            ctx = ctx[-(limit - len(cont)) :]  # truncate the context from the left
+            rows.append(ctx + cont)
+            ctx_lens.append(len(ctx))
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        lengths = torch.tensor(ctx_lens, device=self.device)
+        with torch.no_grad(), self.positions.prompt_lengths(lengths):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits  # (batch, seq, vocab)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for i, row in enumerate(rows):
+            start, end = ctx_lens[i], len(row)
+            target = ids[i, start:end]  # continuation tokens
+            step = logprobs[i, start - 1 : end - 1]  # predictions for them, (n_cont, vocab)
+            picked = step.gather(-1, target[:, None]).squeeze(-1)
+            greedy = bool((step.argmax(-1) == target).all())
+            yield ContinuationScore(float(picked.sum()), int(end - start), greedy)

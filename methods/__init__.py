@@ -1,0 +1,8 @@
+"""Method adapters. Each module holds one method; BUILTIN_METHODS lists them explicitly.
+
+Third-party methods register through the `steerbench.methods` entry point group instead.
+"""
+
+from methods.prompting import Prompting
+
+BUILTIN_METHODS = (Prompting,)
