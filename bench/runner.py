@@ -216,7 +216,7 @@ class Runner:
             else:
                 steer = lambda target: planned.method.steer(
                     self.subject, states[target.name], strength
-                )  # noqa: E731
+                )
             cell, records = self._execute(task, examples, targets, steer, seed)
             cell.update(cell=cell_id, task=task.name, split=split, strength=strength, seed=seed)
             cell["method"] = UNSTEERED if unsteered else planned.label

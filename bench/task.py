@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from bench.method import NoParams
 from bench.metric import DerivedMetric, Metric
@@ -52,8 +52,8 @@ class Loglikelihood:
     continuation: str
 
 
-Request = Union[Generate, Loglikelihood]
-Output = Union[tuple[str, ...], ContinuationScore]
+Request = Generate | Loglikelihood
+Output = tuple[str, ...] | ContinuationScore
 
 
 @dataclass(frozen=True)
