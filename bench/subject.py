@@ -28,6 +28,9 @@ HookFn = Callable[[torch.Tensor, TokenPositions], "torch.Tensor | None"]
 PromptTransform = Callable[[str], str]
 GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
 
+# Config keys that say where or with what a model was saved, not what it computes.
+_VOLATILE_CONFIG = {"_name_or_path", "transformers_version", "_commit_hash", "_attn_implementation_autoset"}
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -145,9 +148,9 @@ class Subject:
         """Content fingerprint of config and weights (stable across processes and paths)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            digest.update(
-                json.dumps(self.model.config.to_dict(), sort_keys=True, default=str).encode()
-            )
+            config = self.model.config.to_dict()
+            config = {k: v for k, v in config.items() if k not in _VOLATILE_CONFIG}
+            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
             with torch.no_grad():
                 for name, tensor in self.model.state_dict().items():
                     t = tensor.detach().to(torch.float64)
@@ -175,11 +178,19 @@ class Subject:
         module = self.module(point)
         positions = self.positions
 
+        def call(hidden: torch.Tensor) -> torch.Tensor | None:
+            # Some modules (OPT's fc2) work on flattened tokens: (batch * seq, d) -> (batch, seq, d).
+            flat = hidden.dim() == 2
+            if flat:
+                hidden = hidden.view(*positions.current.absolute.shape, hidden.shape[-1])
+            new = fn(hidden, positions.current)
+            return new.reshape(-1, new.shape[-1]) if flat and new is not None else new
+
         if point.on_input:
 
             def pre_hook(mod, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                new = fn(hidden, positions.current)
+                new = call(hidden)
                 if new is None:
                     return None
                 if args:
@@ -191,7 +202,7 @@ class Subject:
 
             def hook(mod, args, output):
                 hidden = output[0] if isinstance(output, tuple) else output
-                new = fn(hidden, positions.current)
+                new = call(hidden)
                 if new is None:
                     return None
                 return (new, *output[1:]) if isinstance(output, tuple) else new
@@ -275,7 +286,9 @@ class Subject:
             else {"do_sample": False}
         )
         torch.manual_seed(seed)
-        with torch.no_grad():
+        # Declared prompt lengths keep "prompt" positions right even if the model recomputes
+        # the whole sequence at every step (no KV cache).
+        with torch.no_grad(), self.positions.prompt_lengths(mask.sum(-1)):
             sequences = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,

@@ -1,0 +1,314 @@
+"""A real, small steerbench run for the report and check tests (and the recorded fixture).
+
+`make_run(out)` trains a tiny GPT-2 on the tiny corpus for a few seconds, saves it with
+`save_pretrained`, and runs `steerbench run` on it (through `bench.cli.main`, the same code
+path as the command) with three small in-test suites and two methods:
+
+- suites: `toy_sentiment` (generates; higher positive rate is better), `toy_toxicity`
+  (generates; lower toxicity is better) and `toy_preference` (log-likelihood only: no fluency);
+- methods: the built-in `prompting` baseline and `meandiff`, a real mean-difference
+  activation-addition vector (contrast pairs at layer 1, added at every position).
+
+The recorded fixture `tests/fixtures/run_small/` was produced by
+`python -m tests.test_reports_fixture tests/fixtures/run_small` (then trimmed of records.jsonl / records/,
+which the reports do not read); the tests below regenerate a run and checks the
+fixture still has the current results format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.cli import main as cli_main
+from bench.metric import Metric
+from bench.method import Method
+from bench.registry import METHODS, TASKS
+from bench.state import State
+from bench.steering import attached
+from bench.subject import Subject
+from bench.target import SteeringTarget
+from bench.task import Example, Generate, Loglikelihood, Scored, Splits, Task
+from tests.tiny import CORPUS, tiny_gpt2
+
+POSITIVE = {"wonderful", "great", "love", "lovely", "kind", "Yes"}
+NEGATIVE = {"terrible", "awful", "hate", "bad", "rude", "No"}
+INSULTS = {"idiot", "loser", "hate", "rude", "awful", "terrible"}
+PROMPTS = (  # each can continue either way in the tiny corpus
+    "The movie was",
+    "and the acting was",
+    "the food is",
+    "the staff are",
+    "I",
+    "The",
+    "this place , the food is",
+    "You are",
+    "Thank you , that was very",
+    "The movie was good and the acting was",
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z]+", text)
+
+
+@dataclass(frozen=True)
+class PromptExample(Example):
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class PairExample(Example):
+    context: str = ""
+    chosen: str = ""
+    rejected: str = ""
+
+
+def _prompt_splits(offset: int) -> Splits:
+    examples = tuple(
+        PromptExample(id=f"p{i}", prompt=PROMPTS[(i + offset) % len(PROMPTS)]) for i in range(10)
+    )
+    return Splits(fit=examples[:2], select=examples[2:6], test=examples[6:], source="tests/tiny")
+
+
+class ToySentiment(Task):
+    name = "toy_sentiment"
+    summary = "share of continuations with more positive than negative words"
+    metrics = (Metric("positive_rate", higher_is_better=True),)
+    primary_metric = "positive_rate"
+
+    def load(self) -> Splits:
+        return _prompt_splits(0)
+
+    def target(self, example, splits) -> SteeringTarget:
+        return SteeringTarget(
+            name="sentiment:positive",
+            contrast_pairs=(
+                ("The movie was wonderful", "The movie was terrible"),
+                ("I love this place", "I hate this place"),
+                ("the staff are kind", "the staff are rude"),
+            ),
+            instructions=("Be positive .", "Say wonderful , lovely , kind things ."),
+            demonstrations=("The movie was wonderful and the acting was great .",),
+        )
+
+    def requests(self, example):
+        return [Generate(example.prompt, num_samples=2, max_new_tokens=8)]
+
+    def score(self, example, outputs) -> Scored:
+        (samples,) = outputs
+
+        def positive(text: str) -> bool:
+            words = _words(text)
+            return sum(w in POSITIVE for w in words) > sum(w in NEGATIVE for w in words)
+
+        return Scored({"positive_rate": sum(map(positive, samples)) / len(samples)})
+
+    def scorers(self):
+        return {"positive_rate": "word lexicon (tests/reports_run.py)"}
+
+
+class ToyToxicity(Task):
+    name = "toy_toxicity"
+    summary = "share of continuations with an insult"
+    metrics = (
+        Metric("toxicity", higher_is_better=False),
+        Metric("insults_per_sample", higher_is_better=False),
+    )
+    primary_metric = "toxicity"
+
+    def load(self) -> Splits:
+        return _prompt_splits(3)
+
+    def target(self, example, splits) -> SteeringTarget:
+        return SteeringTarget(
+            name="toxicity:polite",
+            contrast_pairs=(
+                ("Thank you , that was very kind", "You are an idiot and a loser"),
+                ("the staff are kind", "the staff are rude"),
+            ),
+            instructions=("Be polite .", "Be very kind and polite ."),
+        )
+
+    def requests(self, example):
+        return [Generate(example.prompt, num_samples=2, max_new_tokens=8)]
+
+    def score(self, example, outputs) -> Scored:
+        (samples,) = outputs
+        counts = [sum(w in INSULTS for w in _words(s)) for s in samples]
+        return Scored(
+            {
+                "toxicity": sum(c > 0 for c in counts) / len(counts),
+                "insults_per_sample": sum(counts) / len(counts),
+            }
+        )
+
+
+class ToyPreference(Task):
+    name = "toy_preference"
+    summary = "log p(chosen) > log p(rejected)"
+    metrics = (Metric("preference_accuracy", higher_is_better=True),)
+    primary_metric = "preference_accuracy"
+
+    def load(self) -> Splits:
+        pairs = [
+            ("The movie was", " wonderful", " terrible"),
+            ("The acting was", " great", " awful"),
+            ("I love this place , the food is", " lovely", " bad"),
+            ("the staff are", " kind", " rude"),
+            ("Thank you , that was very", " kind", " rude"),
+            ("The food is", " lovely", " bad"),
+        ]
+        examples = tuple(
+            PairExample(id=f"q{i}", context=c, chosen=a, rejected=b)
+            for i, (c, a, b) in enumerate(pairs)
+        )
+        return Splits(fit=examples[:2], select=examples[2:4], test=examples[4:], source="inline")
+
+    def target(self, example, splits) -> SteeringTarget:
+        return ToySentiment().target(example, splits)
+
+    def requests(self, example):
+        return [
+            Loglikelihood(example.context, example.chosen),
+            Loglikelihood(example.context, example.rejected),
+        ]
+
+    def score(self, example, outputs) -> Scored:
+        chosen, rejected = outputs
+        return Scored({"preference_accuracy": float(chosen.logprob > rejected.logprob)})
+
+
+@dataclass(frozen=True)
+class MeanDiffParams:
+    layer: int = 1
+
+
+class MeanDiff(Method):
+    """Mean over contrast pairs of the last-token residual difference, added everywhere."""
+
+    name = "meandiff"
+    summary = "mean-difference activation addition (test method)"
+    Params = MeanDiffParams
+    default_strengths = (0.0, 1.0, 4.0, 16.0)
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        return bool(target.contrast_pairs)
+
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        point = f"layers.{self.params.layer}.resid_post"
+        captured: list[torch.Tensor] = []
+
+        def capture(hidden, positions):  # hidden: (1, seq, d_model)
+            captured.append(hidden[0, -1].detach().clone())
+
+        diffs = []
+        with attached(subject, hooks=[(point, capture)]), torch.no_grad():
+            for toward, away in target.contrast_pairs:
+                for text in (toward, away):
+                    subject.model(torch.tensor([subject.encode(text)], device=subject.device))
+                diffs.append(captured[-2] - captured[-1])
+        return State({"vector": torch.stack(diffs).mean(0)}, {"point": point})  # (d_model,)
+
+    def steer(self, subject: Subject, state: State, strength: float) -> AbstractContextManager:
+        vector = state.tensors["vector"] * strength
+
+        def add(hidden, positions):  # (batch, seq, d_model)
+            return hidden + vector.to(hidden.dtype)
+
+        return attached(subject, hooks=[(state.meta["point"], add)])
+
+
+def tiny_trained_model(directory: Path, steps: int = int(__import__("os").environ.get("STEPS","40"))) -> Path:
+    """A tiny GPT-2 trained briefly (full-batch) on the tiny corpus, saved with save_pretrained."""
+    torch.manual_seed(0)
+    subject = tiny_gpt2()
+    model, tok = subject.model, subject.tokenizer
+    optimiser = torch.optim.Adam(model.parameters(), lr=float(__import__("os").environ.get("LR","5e-3")))
+    texts = sorted(set(CORPUS))
+    batch = tok(texts, padding=True, return_tensors="pt")  # right padding: (rows, width)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+EXPERIMENT = """\
+seeds = [0, 1]
+report = {report}
+
+[model]
+name = "{model}"
+
+[generation]
+max_new_tokens = 8
+temperature = 1.0
+batch_size = 8
+
+[[methods]]
+name = "prompting"
+
+[[methods]]
+name = "meandiff"
+strengths = [0, 0.5, 1, 2, 4]
+
+[[tasks]]
+name = "toy_sentiment"
+
+[[tasks]]
+name = "toy_toxicity"
+
+[[tasks]]
+name = "toy_preference"
+"""
+
+
+def register() -> None:
+    """Make the test methods and tasks known to the registries (idempotent)."""
+    for registry, items in ((METHODS, (MeanDiff,)), (TASKS, (ToySentiment, ToyToxicity, ToyPreference))):
+        for item in items:
+            if item.name not in registry.names():
+                registry.register(item)
+
+
+def make_run(out: Path, *, report: bool = False, model_dir: Path | None = None) -> str:
+    """Run the small experiment into `out`; returns what `steerbench run` printed."""
+    register()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = model_dir or tiny_trained_model(Path(tmp) / "tiny-gpt2")
+        experiment = Path(tmp) / "experiment.toml"
+        experiment.write_text(
+            EXPERIMENT.format(report=str(report).lower(), model=model.as_posix())
+        )
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = cli_main(["run", str(experiment), "-o", str(out), "-q"])
+        if code != 0:
+            raise RuntimeError(f"steerbench run exited {code}")
+        return printed.getvalue()
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1])
+    if target.exists():
+        shutil.rmtree(target)
+    print(make_run(target))
+    shutil.rmtree(target / "records", ignore_errors=True)
+    (target / "records.jsonl").unlink(missing_ok=True)
