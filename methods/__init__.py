@@ -4,5 +4,6 @@ Third-party methods register through the `steerbench.methods` entry point group 
 """
 
 from methods.prompting import Prompting
+from methods.vectors import CAA, PCA, ActAdd
 
-BUILTIN_METHODS = (Prompting,)
+BUILTIN_METHODS = (Prompting, ActAdd, CAA, PCA)

@@ -1,0 +1,179 @@
+"""Batched activation reading and the vector-adding steering hook shared by the vector methods.
+
+Reading: texts are tokenised the way prompts are (`Subject.encode`), sorted by length, and run
+in right-padded chunks with capture hooks at the requested hook points (the same hook points the
+vectors are later added at, so fitting and steering see the same space). One forward per chunk,
+never one per text.
+
+Steering: `AddVector` adds a vector (d,) at the positions a spec selects, or an ActAdd matrix
+(k, d) at absolute prompt positions 0..k-1. It does tensor ops only (no `.item()`, no Python
+loop over tokens) and caches the delta on the activation's device/dtype and the position mask
+per forward call, so a steered generation costs next to nothing over an unsteered one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+
+from bench.positions import TokenPositions
+from bench.steering import attached
+from bench.subject import Subject
+
+Reduce = Literal["last", "mean", "none"]
+
+
+def n_leading_special(subject: Subject) -> int:
+    """How many special tokens `Subject.encode` puts before any text (e.g. 1 for a BOS)."""
+    return len(subject.encode(""))
+
+
+def right_padded(subject: Subject, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+    """(ids, mask) of shape (batch, width), real tokens first then padding."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), subject.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(subject.device), mask.to(subject.device)
+
+
+def encode_texts(subject: Subject, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text as a prompt; too long texts keep their last tokens."""
+    rows = [subject.encode(t)[-subject.max_length :] for t in texts]
+    fallback = subject.tokenizer.eos_token_id
+    return [r or [fallback] for r in rows]
+
+
+def forward_capture(
+    subject: Subject, ids: torch.Tensor, mask: torch.Tensor, points: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Activations (batch, seq, d_model) at each hook point for one forward of `ids`."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(name: str) -> Callable:
+        def fn(hidden: torch.Tensor, positions: TokenPositions) -> None:
+            captured[name] = hidden.detach()
+
+        return fn
+
+    with torch.no_grad(), attached(subject, hooks=[(p, capture(p)) for p in points]):
+        subject.model(input_ids=ids, attention_mask=mask)
+    return captured
+
+
+def collect(
+    subject: Subject,
+    texts: Sequence[str],
+    points: Sequence[str],
+    *,
+    reduce: Literal["last", "mean"] = "last",
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Activations of each text at each hook point, float32: (len(points), len(texts), d_model).
+
+    reduce="last": the last token (the answer position of CAA); "mean": the mean over the
+    text's own tokens (special tokens the tokenizer prepends are left out).
+    """
+    rows = encode_texts(subject, texts)
+    skip = n_leading_special(subject)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    out = torch.empty(len(points), len(rows), subject.d_model, device=subject.device)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = right_padded(subject, [rows[i] for i in chunk])
+        acts = forward_capture(subject, ids, mask, points)
+        lengths = mask.sum(-1)  # (batch,)
+        index = torch.tensor(chunk, device=subject.device)
+        for p, point in enumerate(points):
+            hidden = acts[point].float()  # (batch, seq, d_model)
+            if reduce == "last":
+                picked = hidden[torch.arange(len(chunk), device=hidden.device), lengths - 1]
+            else:
+                keep = mask.clone()
+                # Leave the prepended specials out unless that would leave nothing.
+                keep[:, :skip] = keep[:, :skip] * (lengths <= skip)[:, None]
+                weights = keep.float()[..., None]  # (batch, seq, 1)
+                picked = (hidden * weights).sum(1) / weights.sum(1)
+            out[p, index] = picked
+    return out
+
+
+def text_logprobs(subject: Subject, texts: Sequence[str], *, batch_size: int = 16) -> torch.Tensor:
+    """Mean per-token log-probability of each text's tokens after its first, (len(texts),).
+
+    Runs under whatever steering is attached; used to score layers by their causal effect.
+    """
+    rows = encode_texts(subject, texts)
+    out = torch.empty(len(rows))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = right_padded(subject, [rows[i] for i in chunk])
+        with torch.no_grad():
+            logits = subject.model(input_ids=ids, attention_mask=mask).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (batch, seq-1, vocab)
+        picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (batch, seq-1)
+        weights = mask[:, 1:].float()
+        mean = (picked * weights).sum(-1) / weights.sum(-1).clamp(min=1)
+        out[torch.tensor(chunk)] = mean.cpu()
+    return out
+
+
+class PositionMask:
+    """The (batch, seq, 1) mask of one position spec, computed once per forward call.
+
+    A steer context shares one instance between its hooks (one per layer), so a multi-layer
+    vector computes the mask once per call, not once per layer.
+    """
+
+    def __init__(self, select: Callable[[TokenPositions], torch.Tensor]) -> None:
+        self._select = select
+        # The positions object of the last call is kept (not its id, which could be reused).
+        self._positions: TokenPositions | None = None
+        self._mask: torch.Tensor | None = None
+
+    def __call__(self, positions: TokenPositions, dtype: torch.dtype) -> torch.Tensor:
+        if positions is not self._positions or self._mask is None or self._mask.dtype != dtype:
+            self._mask = self._select(positions).to(dtype)[..., None]
+            self._positions = positions
+        return self._mask
+
+
+def spec_mask(spec: str) -> PositionMask:
+    return PositionMask(lambda positions: positions.select(spec))
+
+
+def first_prompt_mask(k: int) -> PositionMask:
+    """Prompt positions 0..k-1 (ActAdd's injection window); never generated tokens."""
+    return PositionMask(lambda positions: positions.prompt() & (positions.absolute < k))
+
+
+class AddVector:
+    """Steering hook: hidden + delta at the masked positions.
+
+    delta (d_model,): added at every selected position.
+    delta (k, d_model): row j added at absolute position j (ActAdd); the mask restricts to j < k.
+    """
+
+    def __init__(self, delta: torch.Tensor, mask: PositionMask) -> None:
+        self._delta = delta
+        self._mask = mask
+        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _on(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.device, like.dtype)
+        if key not in self._cast:
+            self._cast[key] = self._delta.to(device=like.device, dtype=like.dtype)
+        return self._cast[key]
+
+    def __call__(self, hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        delta = self._on(hidden)
+        mask = self._mask(positions, hidden.dtype)  # (batch, seq, 1)
+        if delta.dim() == 1:
+            return hidden + delta * mask
+        index = positions.absolute.clamp(0, delta.shape[0] - 1)  # (batch, seq)
+        return hidden + delta[index] * mask  # delta[index]: (batch, seq, d_model)
