@@ -25,9 +25,11 @@ def _run(args: argparse.Namespace) -> int:
     from bench.config import load_experiment
     from bench.models import load_subject
     from bench.results import RunDir, git_hash, package_versions
-    from bench.runner import Runner, replace_output_dir
+    from bench.runner import Runner, build_methods, build_tasks, replace_output_dir
 
     experiment = replace_output_dir(load_experiment(args.experiment), args.output)
+    build_methods(experiment.methods)  # validate names and parameters before loading a model
+    build_tasks(experiment.tasks)
     progress = not args.quiet
     run_dir = RunDir(experiment.output_dir)
     started = time.time()

@@ -121,4 +121,7 @@ def load_experiment(path: str | Path | None) -> Experiment:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from None
-    return parse(Experiment, data, str(path))
+    try:
+        return parse(Experiment, data)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None

@@ -18,25 +18,29 @@ from bench.errors import UserError, did_you_mean
 T = TypeVar("T")
 
 
-def parse(cls: type[T], data: Any, where: str) -> T:
-    """Build dataclass `cls` from `data`; `where` names the location for error messages."""
+def parse(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass `cls` from `data`; `where` is the key path used in error messages."""
     if not isinstance(data, Mapping):
-        raise UserError(f"{where}: expected a table, got {type(data).__name__}")
+        raise UserError(f"{where or 'top level'}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            raise UserError(f"{where}: unknown key '{key}'{did_you_mean(key, fields)}")
+            raise UserError(f"unknown key '{_join(where, key)}'{did_you_mean(key, fields)}")
     values = {}
     for name, f in fields.items():
         if name in data:
-            values[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+            values[name] = _coerce(hints[name], data[name], _join(where, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise UserError(f"{where}: missing required key '{name}'")
+            raise UserError(f"missing required key '{_join(where, name)}'")
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:  # __post_init__ validation
-        raise UserError(f"{where}: {error}") from None
+        raise UserError(f"{where or 'top level'}: {error}") from None
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:

@@ -29,7 +29,12 @@ PromptTransform = Callable[[str], str]
 GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
 
 # Config keys that say where or with what a model was saved, not what it computes.
-_VOLATILE_CONFIG = {"_name_or_path", "transformers_version", "_commit_hash", "_attn_implementation_autoset"}
+_VOLATILE_CONFIG = {
+    "_name_or_path",
+    "transformers_version",
+    "_commit_hash",
+    "_attn_implementation_autoset",
+}
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

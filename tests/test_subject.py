@@ -12,17 +12,34 @@ from bench.steering import attached
 from bench.subject import GenerationSettings, Subject
 from tests.tiny import tiny_tokenizer
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=300)
+TINY = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=300
+)
 ARCHITECTURES = {
-    "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=300, n_positions=64),
+    "gpt2": lambda: transformers.GPT2Config(
+        n_embd=32, n_layer=2, n_head=4, vocab_size=300, n_positions=64
+    ),
     "gpt_neox": lambda: transformers.GPTNeoXConfig(**TINY, max_position_embeddings=64),
-    "llama": lambda: transformers.LlamaConfig(**TINY, num_key_value_heads=2, max_position_embeddings=64),
-    "mistral": lambda: transformers.MistralConfig(**TINY, num_key_value_heads=2, max_position_embeddings=64),
-    "qwen2": lambda: transformers.Qwen2Config(**TINY, num_key_value_heads=2, max_position_embeddings=64),
-    "gemma": lambda: transformers.GemmaConfig(**TINY, num_key_value_heads=2, head_dim=8, max_position_embeddings=64),
+    "llama": lambda: transformers.LlamaConfig(
+        **TINY, num_key_value_heads=2, max_position_embeddings=64
+    ),
+    "mistral": lambda: transformers.MistralConfig(
+        **TINY, num_key_value_heads=2, max_position_embeddings=64
+    ),
+    "qwen2": lambda: transformers.Qwen2Config(
+        **TINY, num_key_value_heads=2, max_position_embeddings=64
+    ),
+    "gemma": lambda: transformers.GemmaConfig(
+        **TINY, num_key_value_heads=2, head_dim=8, max_position_embeddings=64
+    ),
     "opt": lambda: transformers.OPTConfig(
-        hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=300,
-        max_position_embeddings=64, word_embed_proj_dim=32,
+        hidden_size=32,
+        ffn_dim=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=300,
+        max_position_embeddings=64,
+        word_embed_proj_dim=32,
     ),
 }
 
@@ -64,7 +81,9 @@ def test_unknown_hook_point_lists_valid_names(gpt2_subject):
 
 def test_unknown_architecture_is_a_user_error(gpt2_subject, monkeypatch):
     monkeypatch.setattr(gpt2_subject.model.config, "model_type", "mamba")
-    with pytest.raises(UserError, match="no hook point table for architecture 'mamba'; supported: gemma"):
+    with pytest.raises(
+        UserError, match="no hook point table for architecture 'mamba'; supported: gemma"
+    ):
         gpt2_subject.hookpoint("layers.0.resid_post")
 
 
@@ -85,13 +104,19 @@ def test_logprobs_match_a_manual_forward_and_are_batch_invariant(subject):
 
 
 def test_trailing_space_moves_to_the_continuation(gpt2_subject):
-    assert gpt2_subject.split_tokens("The movie was ", "great") == gpt2_subject.split_tokens("The movie was", " great")
+    assert gpt2_subject.split_tokens("The movie was ", "great") == gpt2_subject.split_tokens(
+        "The movie was", " great"
+    )
 
 
 def test_seeded_sampling_is_reproducible_and_greedy_repeats(subject):
-    sampled = GenerationSettings(max_new_tokens=6, temperature=1.0, top_p=0.9, num_samples=3, seed=7)
+    sampled = GenerationSettings(
+        max_new_tokens=6, temperature=1.0, top_p=0.9, num_samples=3, seed=7
+    )
     assert subject.generate(["The movie"], sampled) == subject.generate(["The movie"], sampled)
-    greedy = subject.generate(["The movie"], GenerationSettings(max_new_tokens=6, temperature=0.0, num_samples=2))
+    greedy = subject.generate(
+        ["The movie"], GenerationSettings(max_new_tokens=6, temperature=0.0, num_samples=2)
+    )
     assert len(greedy[0]) == 2 and greedy[0][0] == greedy[0][1]
 
 
@@ -115,4 +140,8 @@ def test_missing_hub_model_offline_is_one_line_user_error(monkeypatch):
     with pytest.raises(UserError) as error:
         Subject.load("no-such-org/no-such-model-xyz")
     message = str(error.value)
-    assert "\n" not in message and "no-such-org/no-such-model-xyz" in message and "local path" in message
+    assert (
+        "\n" not in message
+        and "no-such-org/no-such-model-xyz" in message
+        and "local path" in message
+    )

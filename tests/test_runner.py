@@ -1,0 +1,91 @@
+"""The sweep end to end on a tiny model: results layout, selection, caching and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
+from bench.registry import TASKS
+from bench.results import RunDir
+from bench.runner import Runner
+from tests.toy_task import ToyTask
+
+
+@pytest.fixture(autouse=True)
+def toy_registered():
+    TASKS._loaded()["toy"] = ToyTask
+    yield
+    TASKS._loaded().pop("toy", None)
+
+
+def experiment(tmp_path, **overrides) -> Experiment:
+    base = dict(
+        output_dir=str(tmp_path / "run"),
+        generation=GenerationConfig(max_new_tokens=4, batch_size=8),
+        methods=(MethodSpec(name="prompting", strengths=(1.0, 2.0)),),
+        tasks=(TaskSpec(name="toy", params={"n": 3}),),
+        seeds=(0, 1),
+    )
+    return Experiment(**{**base, **overrides})
+
+
+def run(exp, subject):
+    runner = Runner(exp, subject, RunDir(exp.output_dir), progress=False)
+    runner.run()
+    return runner
+
+
+def test_sweep_writes_cells_records_selection_and_shares_the_unsteered_cell(tmp_path, gpt2_subject):
+    exp = experiment(tmp_path)
+    run(exp, gpt2_subject)
+    root = RunDir(exp.output_dir).root
+    cells = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
+    select = [c for c in cells if c["split"] == "select"]
+    assert sorted({c["strength"] for c in select}) == [0.0, 1.0, 2.0]
+    assert {c["seed"] for c in select} == {0, 1}
+    chosen = json.loads((root / "selection.json").read_text())[0]
+    test_strengths = {c["strength"] for c in cells if c["split"] == "test"}
+    assert test_strengths == {0.0, chosen["strength"]}
+    for cell in cells:
+        assert cell["method"] == "prompting" and cell["task"] == "toy"
+        assert set(cell["metrics"]) >= {
+            "great_rate",
+            "prefers_great",
+            "perplexity",
+            "distinct_1",
+            "repetition",
+        }
+        assert cell["n_examples"] == 3
+    zero = [c for c in cells if c["strength"] == 0.0]
+    assert all(c["shared_from"] for c in zero)
+    records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * len(cells)
+    assert all(len(r["outputs"][0]) == 2 for r in records)  # two samples per prompt
+
+
+def test_rerun_recomputes_nothing_and_resumes_missing_cells(tmp_path, gpt2_subject):
+    exp = experiment(tmp_path)
+    run(exp, gpt2_subject)
+    root = RunDir(exp.output_dir).root
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "cells").iterdir()}
+    # Simulate an interrupt that lost one cell: it must be recomputed, the others kept.
+    victim = sorted(before)[0]
+    (root / "cells" / victim).unlink()
+    run(exp, gpt2_subject)
+    after = {p.name: p.stat().st_mtime_ns for p in (root / "cells").iterdir()}
+    assert set(after) == set(before)
+    assert [n for n in after if after[n] != before[n]] == [victim]
+
+
+def test_changed_strength_computes_only_the_new_cells(tmp_path, gpt2_subject):
+    run(experiment(tmp_path), gpt2_subject)
+    root = RunDir(str(tmp_path / "run")).root
+    before = set(p.name for p in (root / "cells").iterdir())
+    run(
+        experiment(tmp_path, methods=(MethodSpec(name="prompting", strengths=(1.0, 2.0, 3.0)),)),
+        gpt2_subject,
+    )
+    after = set(p.name for p in (root / "cells").iterdir())
+    assert before < after
