@@ -4,6 +4,7 @@
     steerbench list                                registered methods and tasks, with parameters
     steerbench report RUN_DIR [RUN_DIR ...]        (re)build the report from result files
     steerbench check RUN_DIR --baseline FILE       regression check for CI
+    steerbench bench [--methods a,b]               steering cost vs unsteered generation
     steerbench testbed build | check               the built-in testbed model
 
 Errors a user can cause print one line and exit 2; an interrupt keeps finished cells.
@@ -117,6 +118,12 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.perf import run
+
+    return run(args)
+
+
 def _testbed(args: argparse.Namespace) -> int:
     from tasks.testbed.commands import build_command, check_command
 
@@ -168,6 +175,12 @@ def parser() -> argparse.ArgumentParser:
         help="write the run's headline numbers as the new baseline",
     )
     chk.set_defaults(func=_check)
+
+    perf = sub.add_parser("bench", help="steering cost: steered / unsteered generation time")
+    from bench.perf import add_arguments
+
+    add_arguments(perf)
+    perf.set_defaults(func=_bench)
 
     tb = sub.add_parser("testbed", help="build or check the built-in testbed model")
     tb.add_argument("action", choices=("build", "check"))

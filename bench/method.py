@@ -31,6 +31,9 @@ class Method(ABC):
     default_strengths: ClassVar[tuple[float, ...]] = (0.0, 1.0)
     version: ClassVar[str] = "1"  # bump when fitting changes, to invalidate cached states
     summary: ClassVar[str] = ""
+    # Inference cost budget: steered / unsteered generation time at equal batch, checked by
+    # `steerbench bench` (None: no budget, e.g. iterative methods or longer prompts).
+    cost_budget: ClassVar[float | None] = None
 
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.Params()

@@ -47,6 +47,7 @@ class GenerationSettings:
     num_samples: int = 1  # continuations per prompt
     seed: int = 0
     batch_size: int = 32  # prompts per forward batch
+    fixed_length: bool = False  # never stop before max_new_tokens (for timing at equal work)
 
 
 @dataclass(frozen=True)
@@ -298,6 +299,7 @@ class Subject:
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=s.max_new_tokens,
+                min_new_tokens=s.max_new_tokens if s.fixed_length else None,
                 num_return_sequences=n,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
@@ -306,7 +308,7 @@ class Subject:
         new_tokens = sequences[:, ids.shape[1] :]  # (batch * n, new)
         texts = []
         for row in new_tokens.tolist():
-            if self.tokenizer.eos_token_id in row:
+            if self.tokenizer.eos_token_id in row and not s.fixed_length:
                 row = row[: row.index(self.tokenizer.eos_token_id)]
             self.generated_tokens += len(row)
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
