@@ -89,3 +89,38 @@ def test_changed_strength_computes_only_the_new_cells(tmp_path, gpt2_subject):
     )
     after = set(p.name for p in (root / "cells").iterdir())
     assert before < after
+
+
+def test_nan_at_high_strength_is_a_degenerate_cell_not_a_crash(tmp_path, gpt2_subject):
+    from contextlib import nullcontext
+
+    from bench.method import Method
+    from bench.registry import METHODS
+    from bench.state import State
+    from bench.steering import attached
+
+    class Nan(Method):
+        name = "nan_method"
+        default_strengths = (0.0, 1.0)
+
+        def fit(self, subject, target):
+            return State()
+
+        def steer(self, subject, state, strength):
+            if strength == 0:
+                return nullcontext()
+            return attached(subject, hooks=[("layers.1.resid_post", lambda h, p: h * float("nan"))])
+
+    METHODS._loaded()["nan_method"] = Nan
+    try:
+        exp = experiment(tmp_path, methods=(MethodSpec(name="nan_method"),), seeds=(0,))
+        run(exp, gpt2_subject)
+    finally:
+        METHODS._loaded().pop("nan_method")
+    root = RunDir(exp.output_dir).root
+    cells = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
+    broken = [c for c in cells if c["strength"] == 1.0]
+    assert broken and all(c["degenerate"] for c in broken)
+    chosen = json.loads((root / "selection.json").read_text())[0]
+    assert chosen["strength"] == 0.0  # a degenerate strength is never chosen
+    assert gpt2_subject.attachments == 0
