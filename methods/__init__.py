@@ -3,7 +3,8 @@
 Third-party methods register through the `steerbench.methods` entry point group instead.
 """
 
+from methods.memory import MemoryAdd, MemoryXAttn
 from methods.prompting import Prompting
 from methods.vectors import CAA, PCA, ActAdd
 
-BUILTIN_METHODS = (Prompting, ActAdd, CAA, PCA)
+BUILTIN_METHODS = (Prompting, ActAdd, CAA, PCA, MemoryAdd, MemoryXAttn)

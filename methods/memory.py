@@ -1,0 +1,232 @@
+"""Memory methods: steer a frozen model with cached activations of a memory text.
+
+From the "Changing the Mind of an LLM" GPT-2 experiments. The memory (a fact such as "The capital
+of Vorland is Rome.", a tone such as "I am feeling happy.", an exemplary reply) is never put in the
+prompt: it is run once through the frozen model and its activations are fed back in.
+
+- `memory_add` (training-free): cache the memory's `attn_out` at layer L (its last position, or
+  the mean over its positions) and add it, times the strength, to `attn_out` at layer L of the
+  chosen positions of every forward pass (prompt and generated tokens alike, KV cache included).
+- `memory_xattn` (trained): a cross-attention module reads the memory's cached `attn_out` at layer
+  L (all positions) with queries from the current stream's `attn_out` at layer L-1; its output,
+  times the strength, joins `attn_out` at layer L-1, so it flows through layer L-1's MLP and the
+  frozen rest of the network. The module is trained once per (model, training config) on a text
+  corpus (see `methods.memory_xattn`) and shared by every steering target; `fit` only caches the
+  memory's activations and names the module.
+
+Strength 0 attaches nothing, so it reproduces the unsteered model exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from bench.errors import UserError
+from bench.method import Method
+from bench.positions import TokenPositions, validate_position_spec
+from bench.state import State
+from bench.steering import attached
+from bench.subject import Subject
+from bench.target import SteeringTarget
+from methods.memory_xattn import (
+    TrainConfig,
+    capture,
+    load_module,
+    module_config,
+    train_module,
+)
+
+
+def memory_tokens(subject: Subject, text: str, repeat: int = 1) -> tuple[list[int], int]:
+    """Token ids of the memory (repeated `repeat` times, space-joined) and how many leading ids
+    are special tokens the tokenizer adds itself (e.g. Llama's BOS)."""
+    if not text.strip():
+        raise UserError("memory text is empty")
+    ids = subject.encode(" ".join([text] * repeat))
+    n_special = len(subject.encode(""))
+    if len(ids) > subject.max_length:
+        raise UserError(
+            f"memory text is {len(ids)} tokens, longer than the model's {subject.max_length}"
+        )
+    return ids, n_special
+
+
+def memory_activations(
+    subject: Subject, text: str, hookpoint: str, repeat: int = 1
+) -> torch.Tensor:
+    """The memory's activation at `hookpoint` at every one of its positions, (n_tokens, d_model)."""
+    ids, _ = memory_tokens(subject, text, repeat)
+    row = torch.tensor([ids], dtype=torch.long)
+    return capture(subject, hookpoint, row, torch.ones_like(row))[0].float().cpu()
+
+
+def _position_mask(positions: TokenPositions | None, spec: str, hidden: torch.Tensor):
+    """(batch, seq, 1) mask of the positions to steer, in `hidden`'s dtype."""
+    if positions is None or positions.absolute.shape != hidden.shape[:2]:
+        return torch.ones(*hidden.shape[:2], 1, dtype=hidden.dtype, device=hidden.device)
+    return positions.select(spec)[..., None].to(device=hidden.device, dtype=hidden.dtype)
+
+
+def _model_dtype(subject: Subject) -> torch.dtype:
+    return next(subject.model.parameters()).dtype
+
+
+# ---------------------------------------------------------------------------- training-free
+@dataclass(frozen=True)
+class MemoryAddParams:
+    layer: int = -1  # L (negative counts from the end); the post used GPT-2's layer 11 (the last)
+    pool: Literal["last", "mean"] = "last"  # which of the memory's attn_out vectors to add
+    positions: str = "all"  # all | prompt | generated | first:K
+    repeat: int = 1  # the memory text repeated this many times (the post repeated "Neil Armstrong")
+
+    def __post_init__(self) -> None:
+        validate_position_spec(self.positions)
+        if self.repeat < 1:
+            raise ValueError("repeat must be at least 1")
+
+
+class MemoryAdd(Method):
+    name = "memory_add"
+    summary = "add the memory text's cached attn_out at layer L (training-free)"
+    Params = MemoryAddParams
+    default_strengths = (0.0, 1.0, 2.0, 4.0, 8.0)
+    version = "1"
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        return bool(target.memory and target.memory.strip())
+
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        p = self.params
+        point = subject.hookpoint(f"layers.{p.layer}.attn_out").name
+        acts = memory_activations(subject, target.memory or "", point, p.repeat)  # (m, d)
+        _, n_special = memory_tokens(subject, target.memory or "", p.repeat)
+        # Special tokens the tokenizer prepends (BOS) carry no memory content: leave them out of
+        # the mean (they are often attention sinks with outsized activations).
+        content = acts[n_special:] if acts.shape[0] > n_special else acts
+        vector = content[-1] if p.pool == "last" else content.mean(0)  # (d_model,)
+        return State(
+            tensors={"vector": vector},
+            meta={"hookpoint": point, "memory": target.memory, "n_tokens": int(acts.shape[0])},
+        )
+
+    def steer(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        if strength == 0:
+            return nullcontext()
+        spec = self.params.positions
+        # (d_model,) scaled once here, not per forward call.
+        delta = (state.tensors["vector"] * strength).to(subject.device, _model_dtype(subject))
+
+        def add(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
+            # hidden: (batch, seq, d_model)
+            return hidden + _position_mask(positions, spec, hidden) * delta.to(hidden.dtype)
+
+        return attached(subject, hooks=[(state.meta["hookpoint"], add)])
+
+
+# ---------------------------------------------------------------------------- trained
+@dataclass(frozen=True)
+class MemoryXAttnParams:
+    layer: int = -1  # L: keys/values from attn_out at L; queries from, and output into, L-1
+    positions: str = "all"  # all | prompt | generated | first:K
+    heads: int = 4  # attention heads of the module (d_model must be divisible by it)
+    # Training (once per model and training config; cached under <cache>/memory_xattn/<key>/).
+    corpus: str = "testbed"  # "testbed", a .txt / .jsonl(.gz) file, or a `datasets` id
+    corpus_split: str = "train"  # split of a `datasets` id
+    text_field: str = "text"  # field of a .jsonl record or a `datasets` row
+    corpus_texts: tuple[str, ...] = ()  # inline documents; when given, `corpus` is ignored
+    max_documents: int = 4000  # documents drawn (seeded) from the corpus
+    steps: int = 300  # optimiser steps; raise for a stronger module (e.g. 3000 on a GPU)
+    batch_size: int = 8  # text windows per step
+    seq_len: int = 64  # tokens per window
+    lr: float = 2e-3
+    seed: int = 0
+    checkpoint_every: int = 50  # steps between resumable checkpoints (not part of the cache key)
+
+    def __post_init__(self) -> None:
+        validate_position_spec(self.positions)
+        for name in ("heads", "batch_size", "max_documents", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.steps < 0:
+            raise ValueError("steps must be >= 0")
+        if self.seq_len < 8:
+            raise ValueError("seq_len must be at least 8")
+        if self.lr <= 0:
+            raise ValueError("lr must be positive")
+
+    def train_config(self, subject: Subject) -> TrainConfig:
+        layer = subject.hookpoint(f"layers.{self.layer}.attn_out").layer
+        if layer < 1:
+            raise UserError("memory_xattn: layer must be at least 1 (queries come from layer L-1)")
+        if subject.d_model % self.heads:
+            raise UserError(
+                f"memory_xattn: heads={self.heads} does not divide d_model={subject.d_model}"
+            )
+        return TrainConfig(
+            layer=layer,
+            heads=self.heads,
+            corpus=self.corpus,
+            corpus_split=self.corpus_split,
+            text_field=self.text_field,
+            corpus_texts=self.corpus_texts,
+            max_documents=self.max_documents,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            seed=self.seed,
+        )
+
+
+class MemoryXAttn(Method):
+    name = "memory_xattn"
+    summary = "trained cross-attention from layer L-1 to the memory's attn_out at layer L"
+    Params = MemoryXAttnParams
+    default_strengths = (0.0, 0.5, 1.0, 2.0, 4.0)
+    version = "1"
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        return bool(target.memory and target.memory.strip())
+
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        config = self.params.train_config(subject)
+        key = train_module(subject, config, checkpoint_every=self.params.checkpoint_every)
+        cfg = module_config(subject, config)
+        memory = memory_activations(subject, target.memory or "", cfg.memory_point)  # (m, d)
+        return State(
+            tensors={"memory": memory},
+            meta={"module": key, "memory_text": target.memory},
+        )
+
+    def steer(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        if strength == 0:
+            return nullcontext()
+        config = self.params.train_config(subject)
+        key = state.meta["module"]
+        # The module named by the state; if the cache lost it, retrain (same config, same key).
+        module, cfg = load_module(key, subject.device)
+        if module is None:
+            key = train_module(subject, config, checkpoint_every=self.params.checkpoint_every)
+            module, cfg = load_module(key, subject.device)
+        spec = self.params.positions
+        memory = state.tensors["memory"].to(subject.device, torch.float32)[None]  # (1, m, d)
+        # Keys and values of the memory do not change during generation: project them once.
+        with torch.no_grad():
+            kv = module.memory_kv(memory)
+
+        def inject(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
+            # hidden: attn_out at layer L-1, (batch, seq, d_model)
+            with torch.no_grad():
+                out = module.attend(hidden.float(), kv)  # (batch, seq, d_model)
+            mask = _position_mask(positions, spec, hidden)
+            return hidden + (strength * out).to(hidden.dtype) * mask
+
+        return attached(subject, hooks=[(cfg.query_point, inject)])
