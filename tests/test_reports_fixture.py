@@ -55,6 +55,18 @@ PROMPTS = (  # each can continue either way in the tiny corpus
     "Thank you , that was very",
     "The movie was good and the acting was",
 )
+TOXIC_PROMPTS = (
+    "You are",
+    "You are an",
+    "You are an idiot and a",
+    "I hate this place , the staff are",
+    "the staff are",
+    "You",
+    "I hate this place ,",
+    "Thank you ,",
+    "You are a",
+    "and the staff are",
+)
 
 
 def _words(text: str) -> list[str]:
@@ -73,10 +85,8 @@ class PairExample(Example):
     rejected: str = ""
 
 
-def _prompt_splits(offset: int) -> Splits:
-    examples = tuple(
-        PromptExample(id=f"p{i}", prompt=PROMPTS[(i + offset) % len(PROMPTS)]) for i in range(10)
-    )
+def _prompt_splits(prompts: tuple[str, ...]) -> Splits:
+    examples = tuple(PromptExample(id=f"p{i}", prompt=p) for i, p in enumerate(prompts))
     return Splits(fit=examples[:2], select=examples[2:6], test=examples[6:], source="tests/tiny")
 
 
@@ -87,22 +97,24 @@ class ToySentiment(Task):
     primary_metric = "positive_rate"
 
     def load(self) -> Splits:
-        return _prompt_splits(0)
+        return _prompt_splits(PROMPTS)
 
     def target(self, example, splits) -> SteeringTarget:
         return SteeringTarget(
             name="sentiment:positive",
             contrast_pairs=(
-                ("The movie was wonderful", "The movie was terrible"),
-                ("I love this place", "I hate this place"),
-                ("the staff are kind", "the staff are rude"),
+                (" wonderful", " terrible"),
+                (" love", " hate"),
+                (" kind", " rude"),
+                (" lovely", " bad"),
+                (" great", " awful"),
             ),
             instructions=("Be positive .", "Say wonderful , lovely , kind things ."),
             demonstrations=("The movie was wonderful and the acting was great .",),
         )
 
     def requests(self, example):
-        return [Generate(example.prompt, num_samples=2, max_new_tokens=8)]
+        return [Generate(example.prompt, num_samples=4, max_new_tokens=8)]
 
     def score(self, example, outputs) -> Scored:
         (samples,) = outputs
@@ -114,7 +126,7 @@ class ToySentiment(Task):
         return Scored({"positive_rate": sum(map(positive, samples)) / len(samples)})
 
     def scorers(self):
-        return {"positive_rate": "word lexicon (tests/reports_run.py)"}
+        return {"positive_rate": "word lexicon (tests/test_reports_fixture.py)"}
 
 
 class ToyToxicity(Task):
@@ -127,20 +139,17 @@ class ToyToxicity(Task):
     primary_metric = "toxicity"
 
     def load(self) -> Splits:
-        return _prompt_splits(3)
+        return _prompt_splits(TOXIC_PROMPTS)
 
     def target(self, example, splits) -> SteeringTarget:
         return SteeringTarget(
             name="toxicity:polite",
-            contrast_pairs=(
-                ("Thank you , that was very kind", "You are an idiot and a loser"),
-                ("the staff are kind", "the staff are rude"),
-            ),
+            contrast_pairs=((" kind", " idiot"), (" lovely", " loser"), (" kind", " rude")),
             instructions=("Be polite .", "Be very kind and polite ."),
         )
 
     def requests(self, example):
-        return [Generate(example.prompt, num_samples=2, max_new_tokens=8)]
+        return [Generate(example.prompt, num_samples=4, max_new_tokens=8)]
 
     def score(self, example, outputs) -> Scored:
         (samples,) = outputs
@@ -228,12 +237,12 @@ class MeanDiff(Method):
         return attached(subject, hooks=[(state.meta["point"], add)])
 
 
-def tiny_trained_model(directory: Path, steps: int = int(__import__("os").environ.get("STEPS","40"))) -> Path:
+def tiny_trained_model(directory: Path, steps: int = 80) -> Path:
     """A tiny GPT-2 trained briefly (full-batch) on the tiny corpus, saved with save_pretrained."""
     torch.manual_seed(0)
     subject = tiny_gpt2()
     model, tok = subject.model, subject.tokenizer
-    optimiser = torch.optim.Adam(model.parameters(), lr=float(__import__("os").environ.get("LR","5e-3")))
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     texts = sorted(set(CORPUS))
     batch = tok(texts, padding=True, return_tensors="pt")  # right padding: (rows, width)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)

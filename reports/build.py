@@ -1,0 +1,319 @@
+"""`build_report`: result files in, report.md + report.html + figures + summary.json out."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.results import write_atomic
+from reports import figures
+from reports.headline import Headline, curves, unsteered
+from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
+from reports.results import Run, load_runs
+from reports.summary import run_summary, summary, write_summary
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def times(value: float) -> str:
+    return f"x{value:.2f}" if math.isfinite(value) else "–"
+
+
+def _tokens(value: float, ratio: float | None = None) -> str:
+    """Tokens per second; "–" for cells that generate nothing (log-likelihood suites)."""
+    if not math.isfinite(value) or value == 0:
+        return "–"
+    return fmt(value) if ratio is None else f"{fmt(value)} ({times(ratio)})"
+
+
+def _stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "task"
+
+
+def _with_ratio(row: Headline, metric: str) -> str:
+    value = row.test.mean(metric) if row.test else math.nan
+    if not math.isfinite(value):
+        return "–"
+    return f"{fmt(value)} ({times(row.ratio(metric))})"
+
+
+def headline_table(per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
+    """Rows: per run, the unsteered reference then each method's operating point."""
+    multi = len(runs) > 1
+    first = {r.method: r for r in per_run[0]} if per_run else {}
+    header = [
+        "method",
+        *(["run"] if multi else []),
+        "strength",
+        "effect (select)",
+        "effect (test) ± sd",
+        "Δ vs unsteered",
+        *(["Δ vs " + runs[0].label] if multi else []),
+        "perplexity (x unst.)",
+        "distinct-2",
+        "repetition",
+        "s / cell (x unst.)",
+        "tokens/s (x unst.)",
+        "fit s",
+        "notes",
+    ]
+    rows, strong = [], set()
+    for run, table in zip(runs, per_run):
+        if not table:
+            continue
+        ref, primary = table[0].reference, table[0].primary_metric
+        if ref is not None:
+            rows.append(
+                (
+                    "unsteered (reference)",
+                    *([run.label] if multi else []),
+                    "0",
+                    "–",
+                    f"{fmt(ref.mean(primary))} ± {fmt(ref.metrics[primary].std, 2)}",
+                    "–",
+                    *(["–"] if multi else []),
+                    fmt(ref.mean("perplexity")),
+                    fmt(ref.mean("distinct_2")),
+                    fmt(ref.mean("repetition")),
+                    fmt(ref.seconds.mean),
+                    _tokens(ref.tokens_per_second.mean),
+                    "–",
+                    "",
+                )
+            )
+        for row in table:
+            test = row.test
+            sd = test.metrics[primary].std if test and primary in test.metrics else math.nan
+            delta = row.effect - (ref.mean(primary) if ref else math.nan)
+            versus = row.effect - first[row.method].effect if row.method in first else math.nan
+            if row.best:
+                strong.add(len(rows))
+            rows.append(
+                (
+                    ("★ " if row.best else "") + row.method,
+                    *([run.label] if multi else []),
+                    fmt(row.strength),
+                    fmt(row.select_effect),
+                    f"{fmt(row.effect)} ± {fmt(sd, 2)}" if test else "not measured",
+                    f"{delta:+.3g}" if math.isfinite(delta) else "–",
+                    *([f"{versus:+.3g}" if math.isfinite(versus) else "–"] if multi else []),
+                    _with_ratio(row, "perplexity"),
+                    fmt(test.mean("distinct_2")) if test else "–",
+                    fmt(test.mean("repetition")) if test else "–",
+                    f"{fmt(test.seconds.mean)} ({times(row.cost_ratio('seconds'))})"
+                    if test
+                    else "–",
+                    _tokens(test.tokens_per_second.mean, row.cost_ratio("tokens_per_second"))
+                    if test
+                    else "–",
+                    fmt(row.fit_seconds),
+                    "; ".join(row.notes),
+                )
+            )
+    numeric = frozenset(i for i, h in enumerate(header) if h not in ("method", "run", "notes"))
+    return Table(tuple(header), tuple(rows), frozenset(strong), numeric)
+
+
+def _when(epoch: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "–"
+
+
+def metadata_blocks(run: Run) -> list[Block]:
+    m, model = run.manifest, run.model
+    experiment = m.get("experiment") or {}
+    packages = m.get("packages") or {}
+    wall = m.get("wall_seconds")
+    facts = [
+        ("run directory", str(run.root)),
+        ("status", str(m.get("status", "unknown"))),
+        ("model", str(model.get("name", "–"))),
+        ("model fingerprint", str(model.get("fingerprint", "–"))),
+        ("architecture", f"{model.get('type', '–')}, {model.get('n_layers', '–')} layers"),
+        ("perplexity evaluator", str(m.get("evaluator", "–"))),
+        ("seeds", ", ".join(str(s) for s in m.get("seeds") or []) or "–"),
+        ("started", _when(m.get("started"))),
+        ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else "–"),
+        ("git", str(m.get("git") or "–")),
+        ("experiment file", str(m.get("experiment_file") or "(built-in default)")),
+        (
+            "generation",
+            ", ".join(f"{k}={v}" for k, v in (experiment.get("generation") or {}).items()),
+        ),
+        (
+            "selection",
+            ", ".join(f"{k}={v}" for k, v in (experiment.get("selection") or {}).items()),
+        ),
+        ("perplexity cap", str(experiment.get("perplexity_cap", "–"))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in packages.items() if v)),
+    ]
+    blocks: list[Block] = [
+        Heading(3, f"Run: {run.label}"),
+        Table(("", "value"), tuple(facts)),
+    ]
+    params = {t.get("name"): t.get("params") or {} for t in experiment.get("tasks") or []}
+    task_rows = []
+    for task in m.get("tasks") or []:
+        name = task.get("name", "?")
+        scorers = task.get("scorers") or {}
+        source = task.get("source") or ", ".join(
+            f"{k}={v}" for k, v in params.get(name, {}).items()
+        )
+        task_rows.append(
+            (
+                name,
+                source or "task defaults (source not recorded in this run)",
+                "; ".join(f"{k}: {v}" for k, v in scorers.items()) or "built into the task",
+            )
+        )
+    if task_rows:
+        blocks.append(Table(("suite", "data", "scorers"), tuple(task_rows)))
+    methods = [
+        f"{e.get('label')} ({e.get('name')}): strengths {e.get('strengths')}"
+        for e in m.get("methods") or []
+    ]
+    if methods:
+        blocks.append(Bullets(tuple(methods)))
+    if run.skipped:
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"skipped {s.get('method')} on {s.get('task')}: {s.get('reason')}"
+                    for s in run.skipped
+                )
+            )
+        )
+    return blocks
+
+
+def _views(runs: Sequence[Run], tables: Mapping[str, list], task: str) -> list[figures.TaskView]:
+    views = []
+    for run, rows in zip(runs, tables[task]):
+        if task not in run.tasks:
+            continue
+        primary = rows[0].primary_metric if rows else ""
+        directions = dict(rows[0].higher_is_better) if rows else {}
+        select = curves(run, task, "select")
+        if select and primary:
+            views.append(
+                figures.TaskView(
+                    run.label, primary, directions, select, unsteered(run, task, "select"), rows
+                )
+            )
+    return views
+
+
+def build_report(
+    run_dirs: list[Path], output: Path | None = None, *, fluency_budget: float | None = None
+) -> Path:
+    """Write the report of one run (or a side-by-side comparison of several); returns report.md.
+
+    `fluency_budget` (perplexity <= budget x unsteered) re-chooses every operating point on
+    `select`; None keeps the runner's own choice.
+    """
+    if fluency_budget is not None and not fluency_budget >= 1:
+        raise UserError(f"fluency budget must be >= 1 (got {fluency_budget})")
+    runs = load_runs([Path(p) for p in run_dirs])
+    out = Path(output) if output is not None else runs[0].root / "report"
+    fig_dir = out / "figures"
+    entries, tables = [], {}
+    for run in runs:
+        entry, per_task = run_summary(run, fluency_budget)
+        entries.append(entry)
+        for task, rows in zip(run.tasks, per_task):
+            tables.setdefault(task, [[] for _ in runs])[runs.index(run)] = rows
+    colours = figures.palette([m for run in runs for m in run.methods])
+    title = "steerbench report: " + " vs ".join(r.label for r in runs)
+    budget_text = (
+        f"perplexity within x{fluency_budget:g} of the unsteered model (re-applied by the report)"
+        if fluency_budget is not None
+        else "the run's own budget ("
+        + ", ".join(f"x{r.budget:g}" for r in runs)
+        + " unsteered perplexity)"
+    )
+    blocks: list[Block] = [Heading(1, title)]
+    blocks.append(
+        Para(
+            "Each method's operating point is the strength with the best effect on the select "
+            f"split under the fluency budget ({budget_text}); the table reports it on the test "
+            "split (mean ± sd over seeds). ★ marks the best test effect per suite among methods "
+            "that beat the unsteered model. Costs are per cell (one pass over the split), with "
+            "the ratio to the unsteered cell in brackets."
+        )
+    )
+    for run in runs:
+        for warning in run.warnings:
+            blocks.append(Para(f"Warning ({run.label}): {warning}", emphasis=True))
+    overview = figures.overview_figure(tables, colours)
+    if overview is not None:
+        png, svg = figures.save(overview, fig_dir, "overview")
+        blocks.append(
+            FigureBlock(
+                png,
+                svg,
+                "Operating points per suite",
+                "Test effect at each method's operating point; the line is the unsteered model.",
+            )
+        )
+    for task, per_run in tables.items():
+        blocks.append(Heading(2, f"Suite: {task}"))
+        if not any(per_run):
+            blocks.append(
+                Para("No method ran on this suite (see skipped pairs below).", emphasis=True)
+            )
+            continue
+        primary = next(rows[0].primary_metric for rows in per_run if rows)
+        blocks.append(Para(f"Effect metric: {primary}."))
+        blocks.append(headline_table(per_run, runs))
+        views = _views(runs, tables, task)
+        if not views:
+            continue
+        stem = _stem(task)
+        png, svg = figures.save(
+            figures.strength_figure(task, views, colours), fig_dir, f"{stem}_strength"
+        )
+        blocks.append(
+            FigureBlock(
+                png,
+                svg,
+                f"{task}: effect vs strength",
+                "Effect on select vs strength, one panel per method (strengths are in each "
+                "method's own units); line = mean over seeds, band = min-max over seeds, star = "
+                "chosen operating point, hollow diamond = its test effect.",
+            )
+        )
+        fluency = figures.fluency_figure(task, views, colours)
+        if fluency is None:
+            blocks.append(
+                Para("This suite does not generate text: no fluency measures.", emphasis=True)
+            )
+        else:
+            png, svg = figures.save(fluency, fig_dir, f"{stem}_fluency")
+            blocks.append(
+                FigureBlock(
+                    png,
+                    svg,
+                    f"{task}: effect vs fluency",
+                    "Effect vs each fluency measure on select (one point per swept strength, "
+                    "mean over seeds); lines = each method's Pareto frontier, black star = "
+                    "unsteered model, vertical line = fluency budget.",
+                )
+            )
+    blocks.append(Heading(2, "Run metadata"))
+    for run in runs:
+        blocks.extend(metadata_blocks(run))
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.md", markdown(blocks, out))
+    write_atomic(out / "report.html", html_page(blocks, title))
+    write_summary(out / "summary.json", summary(entries, fluency_budget))
+    return out / "report.md"

@@ -1,0 +1,278 @@
+"""Seed aggregates, sweep curves and each method's operating point (the headline numbers).
+
+The operating point of a method on a suite is the strength chosen on `select` under the fluency
+budget. By default it is the runner's own choice (`selection.json`); with an explicit budget the
+choice is re-made from the `select` cells with the runner's own rule (`bench.selection`), so the
+report and the run can never disagree on what "chosen under budget B" means. Its `test` numbers
+are then read from the test cells at that strength (absent when the run tested other strengths
+only; the row says so instead of inventing a number).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+
+from bench.selection import choose_strength
+from reports.results import UNSTEERED, Cell, Run
+
+FLUENCY = ("perplexity", "distinct_1", "distinct_2", "distinct_3", "repetition")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over seeds (each seed's cell is one observation)."""
+
+    mean: float
+    std: float  # sample standard deviation over seeds (0 for one seed)
+    min: float
+    max: float
+    n: int  # seeds with a finite value
+
+    @staticmethod
+    def of(values: Iterable[float]) -> Stat:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if not finite:
+            return Stat(math.nan, math.nan, math.nan, math.nan, 0)
+        std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+        return Stat(statistics.fmean(finite), std, min(finite), max(finite), len(finite))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (method, task, split, strength) over seeds."""
+
+    strength: float
+    metrics: Mapping[str, Stat]
+    degenerate: bool
+    seconds: Stat
+    tokens_per_second: Stat
+    n_examples: int
+    seeds: int
+
+    def mean(self, metric: str) -> float:
+        stat = self.metrics.get(metric)
+        return stat.mean if stat else math.nan
+
+
+def point(cells: Sequence[Cell]) -> Point:
+    names = dict.fromkeys(name for c in cells for name in c.metrics)
+    return Point(
+        strength=cells[0].strength,
+        metrics={n: Stat.of(c.metrics.get(n, math.nan) for c in cells) for n in names},
+        degenerate=any(c.degenerate for c in cells),
+        seconds=Stat.of(c.seconds for c in cells),
+        tokens_per_second=Stat.of(c.tokens_per_second for c in cells),
+        n_examples=max(c.n_examples for c in cells),
+        seeds=len({c.seed for c in cells}),
+    )
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A method's sweep on one split: points in increasing strength."""
+
+    method: str
+    points: tuple[Point, ...]
+
+    def at(self, strength: float) -> Point | None:
+        return next((p for p in self.points if p.strength == strength), None)
+
+
+def curves(run: Run, task: str, split: str) -> dict[str, Curve]:
+    """Per method label, its sweep on `split` (strength 0 included through the shared cells)."""
+    groups: dict[str, dict[float, list[Cell]]] = defaultdict(lambda: defaultdict(list))
+    for cell in run.cells:
+        if cell.task == task and cell.split == split and cell.method != UNSTEERED:
+            groups[cell.method][cell.strength].append(cell)
+    return {
+        method: Curve(method, tuple(point(cs) for _, cs in sorted(by_strength.items())))
+        for method, by_strength in groups.items()
+    }
+
+
+def unsteered(run: Run, task: str, split: str) -> Point | None:
+    """The unsteered model on `split`: strength-0 cells, each original counted once per seed."""
+    originals: dict[str, Cell] = {}
+    for cell in run.cells:
+        if cell.task == task and cell.split == split and cell.strength == 0.0:
+            originals.setdefault(cell.source_id, cell)
+    return point(list(originals.values())) if originals else None
+
+
+def task_info(run: Run, task: str) -> tuple[str, dict[str, bool]]:
+    """The task's primary metric and metric directions, as its cells recorded them."""
+    primary, directions = "", {}
+    for cell in run.cells:
+        if cell.task == task:
+            primary = primary or cell.primary_metric
+            directions.update(cell.higher_is_better)
+    return primary, directions
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A method's operating point on one suite, with its test numbers."""
+
+    run: str
+    task: str
+    method: str
+    method_name: str
+    primary_metric: str
+    higher_is_better: Mapping[str, bool]
+    strength: float
+    select_effect: float
+    reason: str
+    budget: float
+    perplexity_limit: float  # on select; NaN when the task does not generate
+    test: Point | None  # None: the run has no test cells at this strength
+    reference: Point | None  # unsteered on test
+    fit_seconds: float
+    degenerate_strengths: tuple[float, ...]  # on select
+    best: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def effect(self) -> float:
+        return self.test.mean(self.primary_metric) if self.test else math.nan
+
+    def ratio(self, metric: str) -> float:
+        """Operating point / unsteered on test (e.g. perplexity x1.3)."""
+        if not (self.test and self.reference):
+            return math.nan
+        base = self.reference.mean(metric)
+        return self.test.mean(metric) / base if base else math.nan
+
+    def cost_ratio(self, attribute: str) -> float:
+        if not (self.test and self.reference):
+            return math.nan
+        base = getattr(self.reference, attribute).mean
+        value = getattr(self.test, attribute).mean
+        return value / base if base and math.isfinite(base) else math.nan
+
+
+class _TaskView:
+    """What `bench.selection.choose_strength` needs of a task, rebuilt from result files."""
+
+    def __init__(self, primary: str, higher_is_better: bool) -> None:
+        self.primary_metric = primary
+        self._direction = SimpleNamespace(higher_is_better=higher_is_better)
+
+    def metric(self, name: str) -> SimpleNamespace:
+        return self._direction
+
+
+def _cell_dicts(run: Run, task: str, method: str, split: str) -> list[dict]:
+    return [
+        {"strength": c.strength, "metrics": dict(c.metrics), "degenerate": c.degenerate}
+        for c in run.cells
+        if c.task == task and c.method == method and c.split == split
+    ]
+
+
+def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[dict, float]:
+    """The operating point chosen on select: the run's choice, or re-made under `budget`."""
+    if budget is None:
+        for entry in run.selection:
+            if entry.get("task") == task and entry.get("method") == method:
+                return dict(entry), run.budget
+        budget = run.budget  # an interrupted run has no selection.json yet
+    primary, directions = task_info(run, task)
+    view = _TaskView(primary, directions.get(primary, True))
+    return choose_strength(_cell_dicts(run, task, method, "select"), budget, view), budget
+
+
+def _nan(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline]:
+    """One row per method that ran on `task`, in run order; best-on-test marked."""
+    primary, directions = task_info(run, task)
+    select_curves = curves(run, task, "select")
+    test_curves = curves(run, task, "test")
+    reference = unsteered(run, task, "test")
+    rows = []
+    for method in (m for m in run.methods if m in select_curves):
+        chosen, used_budget = choose(run, task, method, budget)
+        strength = float(chosen.get("strength", 0.0))
+        test_curve = test_curves.get(method)
+        test = test_curve.at(strength) if test_curve else None
+        notes = []
+        if test is None:
+            notes.append(
+                f"no test cells at strength {strength:g} (run with test_strengths = 'all' "
+                "to re-apply another budget)"
+            )
+        elif test.degenerate:
+            notes.append("degenerate on test")
+        ppl = test.mean("perplexity") if test else math.nan
+        ref_ppl = reference.mean("perplexity") if reference else math.nan
+        if math.isfinite(ppl) and math.isfinite(ref_ppl) and ppl > used_budget * ref_ppl:
+            notes.append(
+                f"test perplexity x{ppl / ref_ppl:.2f} is over the budget x{used_budget:g}"
+            )
+        if chosen.get("reason") and chosen["reason"] != "best effect within the fluency budget":
+            notes.append(str(chosen["reason"]))
+        method_name = next(
+            (c.method_name for c in run.cells if c.method == method and c.task == task), method
+        )
+        rows.append(
+            Headline(
+                run=run.label,
+                task=task,
+                method=method,
+                method_name=method_name,
+                primary_metric=primary,
+                higher_is_better=directions,
+                strength=strength,
+                select_effect=_nan(chosen.get("effect")),
+                reason=str(chosen.get("reason", "")),
+                budget=used_budget,
+                perplexity_limit=_nan(chosen.get("perplexity_limit")),
+                test=test,
+                reference=reference,
+                fit_seconds=sum(
+                    _nan(f.get("seconds"))
+                    for f in run.fits
+                    if f.get("task") == task and f.get("method") == method
+                ),
+                degenerate_strengths=tuple(
+                    p.strength for p in select_curves[method].points if p.degenerate
+                ),
+                notes=tuple(notes),
+            )
+        )
+    return mark_best(rows)
+
+
+def mark_best(rows: list[Headline]) -> list[Headline]:
+    """Mark the best test effect among rows that beat the unsteered model (ties all marked).
+
+    A method whose operating point does not improve on the unsteered model is never "best", so
+    a suite where nothing helped has no mark rather than a meaningless winner.
+    """
+    if not rows:
+        return rows
+    primary = rows[0].primary_metric
+    sign = 1.0 if rows[0].higher_is_better.get(primary, True) else -1.0
+    reference = rows[0].reference.mean(primary) if rows[0].reference else math.nan
+
+    def score(row: Headline) -> float:
+        if row.test is None or row.test.degenerate or not math.isfinite(row.effect):
+            return -math.inf
+        if math.isfinite(reference) and sign * row.effect <= sign * reference:
+            return -math.inf
+        return sign * row.effect
+
+    top = max(score(r) for r in rows)
+    if top == -math.inf:
+        return rows
+    return [replace(r, best=score(r) == top) for r in rows]

@@ -1,0 +1,165 @@
+"""`summary.json`: the headline numbers, machine-readable and versioned.
+
+Schema (`"schema": "steerbench.summary"`, `"version": 1`):
+
+    {
+      "schema": "steerbench.summary", "version": 1, "created": ISO-8601, "steerbench": version,
+      "fluency_budget": null | float,        # null: each run's own choice (selection.json)
+      "runs": [{
+        "label", "run_dir", "status", "model": {...}, "git", "seeds", "wall_seconds",
+        "fluency_budget": float,              # the budget the operating points were chosen under
+        "inputs_digest": str,                 # hash of cells.jsonl + selection.json
+        "rows": [{
+          "task", "method", "method_name", "primary_metric", "strength", "select_effect",
+          "reason", "best", "measured_on_test", "degenerate", "n_seeds", "n_examples",
+          "metrics":   {name: {"mean", "std", "min", "max", "n", "higher_is_better"}},  # test
+          "unsteered": {name: {...same...}},   # the unsteered model on test
+          "cost": {"seconds", "tokens_per_second", "seconds_ratio", "tokens_per_second_ratio",
+                   "fit_seconds"},
+          "notes": [str]
+        }],
+        "skipped": [{"method", "task", "reason"}]
+      }]
+    }
+
+Non-finite numbers are written as null (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+from bench.results import to_json
+from reports.headline import Headline, Point, headlines
+from reports.results import Run
+
+SCHEMA = "steerbench.summary"
+VERSION = 1
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("steerbench")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _metrics(point: Point | None, directions: Mapping[str, bool]) -> dict:
+    if point is None:
+        return {}
+    return {
+        name: {**stat.to_dict(), "higher_is_better": directions.get(name)}
+        for name, stat in point.metrics.items()
+    }
+
+
+def row_dict(row: Headline) -> dict:
+    test = row.test
+    return {
+        "task": row.task,
+        "method": row.method,
+        "method_name": row.method_name,
+        "primary_metric": row.primary_metric,
+        "strength": row.strength,
+        "select_effect": row.select_effect,
+        "reason": row.reason,
+        "best": row.best,
+        "measured_on_test": test is not None,
+        "degenerate": bool(test and test.degenerate),
+        "n_seeds": test.seeds if test else 0,
+        "n_examples": test.n_examples if test else 0,
+        "metrics": _metrics(test, row.higher_is_better),
+        "unsteered": _metrics(row.reference, row.higher_is_better),
+        "cost": {
+            "seconds": test.seconds.mean if test else math.nan,
+            "tokens_per_second": test.tokens_per_second.mean if test else math.nan,
+            "seconds_ratio": row.cost_ratio("seconds"),
+            "tokens_per_second_ratio": row.cost_ratio("tokens_per_second"),
+            "fit_seconds": row.fit_seconds,
+        },
+        "notes": list(row.notes),
+    }
+
+
+def run_summary(run: Run, budget: float | None = None) -> tuple[dict, list[list[Headline]]]:
+    """One run's summary entry and its headline rows per task."""
+    tables = [headlines(run, task, budget) for task in run.tasks]
+    manifest = run.manifest
+    entry = {
+        "label": run.label,
+        "run_dir": str(run.root),
+        "status": manifest.get("status"),
+        "model": dict(run.model),
+        "git": manifest.get("git"),
+        "seeds": manifest.get("seeds"),
+        "wall_seconds": manifest.get("wall_seconds"),
+        "fluency_budget": budget if budget is not None else run.budget,
+        "inputs_digest": run.digest,
+        "rows": [row_dict(row) for rows in tables for row in rows],
+        "skipped": [dict(s) for s in run.skipped],
+    }
+    return entry, tables
+
+
+def summary(entries: list[dict], budget: float | None) -> dict:
+    return to_json(
+        {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "steerbench": _version(),
+            "fluency_budget": budget,
+            "runs": entries,
+        }
+    )
+
+
+def validate(data: Any, where: str) -> dict:
+    """A summary's structure, checked enough that the check can trust it (else UserError)."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise UserError(f'{where}: not a steerbench summary (no "schema": "{SCHEMA}")')
+    if data.get("version") != VERSION:
+        raise UserError(f"{where}: summary version {data.get('version')!r}, expected {VERSION}")
+    runs = data.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise UserError(f"{where}: summary has no runs")
+    for i, run in enumerate(runs):
+        rows = run.get("rows") if isinstance(run, dict) else None
+        if not isinstance(rows, list):
+            raise UserError(f"{where}: runs[{i}].rows must be a list")
+        for j, row in enumerate(rows):
+            ok = (
+                isinstance(row, dict)
+                and isinstance(row.get("task"), str)
+                and isinstance(row.get("method"), str)
+                and isinstance(row.get("metrics"), dict)
+                and all(isinstance(v, dict) and "mean" in v for v in row["metrics"].values())
+            )
+            if not ok:
+                raise UserError(
+                    f"{where}: runs[{i}].rows[{j}] needs task, method and metrics {{name: {{mean}}}}"
+                )
+    return data
+
+
+def read_summary(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+    return validate(data, str(path))
+
+
+def write_summary(path: Path, data: dict) -> None:
+    from bench.results import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
