@@ -1,0 +1,207 @@
+"""Prefix controller (Cai et al. 2024): SelfControl's steering compressed into a trained prefix.
+
+Fit: run the teacher on the target's prompts (the suite's fit split), record the teacher's
+steered `resid_post` states at the prompt positions of every layer, keep the prompts the paper
+keeps (the steered states moved, by at most `max_delta_ratio` x the states' own norm on average,
+and the teacher raised the suffix score), then train the prefix (`methods.prefix_module`) to
+reproduce those states by MSE. Steering is then a handful of matrix products per layer: no
+search, no generation override, about the cost of an unsteered run.
+
+The teacher is SelfControl by default; any registered method can be distilled instead
+(`teacher = "caa"`, `teacher_params = {...}`, `teacher_strength = ...`): its `steer` context is
+entered and the states it produces on the prompt tokens are the targets (methods that only
+transform the prompt text change no hidden states and yield no data).
+
+Strength scales the prefix's contribution linearly: 0 is the unsteered model exactly (nothing is
+attached), 1 the trained prefix, 2 twice its contribution. The prefix attends from every
+position, prompt and generated, like a real prefix.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench.errors import UserError
+from bench.method import Method
+from bench.params import parse
+from bench.state import State
+from bench.steering import attached
+from bench.subject import Subject
+from bench.target import SteeringTarget
+from methods.prefix_module import Batch, PrefixHooks, TrainConfig, record_states, train_prefix
+from methods.selfcontrol_engine import DeltaHooks
+from methods.selfcontrol_search import Optimised
+
+
+@dataclass(frozen=True)
+class PrefixParams:
+    teacher: str = "selfcontrol"  # the method whose steered states are distilled
+    teacher_params: dict[str, Any] = field(default_factory=dict)  # its Params, as in a config
+    teacher_strength: float = 1.0
+    prefix_len: int = 8  # prefix slots per head
+    heads: int = 4
+    layers: tuple[int, ...] = ()  # layers that get a prefix; () = all
+    max_prompts: int = 32  # fit-split prompts used for the targets
+    distill_max_new_tokens: int = 16  # SelfControl's candidate response length while distilling
+    max_delta_ratio: float = 0.5  # drop prompts whose states moved more than this (paper: 0.1)
+    require_improvement: bool = True  # keep only prompts whose suffix score the teacher raised
+    train_steps: int = 150
+    lr: float = 0.01
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.teacher == "prefix":
+            raise ValueError("teacher: the prefix controller cannot distil itself")
+        if min(self.prefix_len, self.heads, self.max_prompts, self.batch_size) < 1:
+            raise ValueError("prefix_len, heads, max_prompts and batch_size must be at least 1")
+        if self.train_steps < 0 or self.lr <= 0 or self.max_delta_ratio <= 0:
+            raise ValueError("train_steps must be >= 0, lr and max_delta_ratio positive")
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """What a teacher provides: prompt rows, a context applying its steering to rows
+    [start, end), and which prompts it improved (None when it has no suffix score)."""
+
+    rows: list[list[int]]
+    steering: Callable[[int, int], AbstractContextManager]
+    improved: torch.Tensor | None
+    scores: tuple[float, float] | None  # mean suffix score before / after, when known
+
+
+@contextmanager
+def _delta_rows(
+    subject: Subject, hooks: DeltaHooks, found: Optimised, start: int, end: int
+) -> Iterator[None]:
+    with (
+        attached(subject, hooks=hooks.hooks()),
+        hooks.active(found.deltas[:, start:end], found.lengths[start:end]),
+    ):
+        yield
+
+
+class PrefixController(Method):
+    name = "prefix"
+    summary = "trained gated prefix distilled from SelfControl's (or any method's) steered states"
+    Params = PrefixParams
+    default_strengths = (0.0, 1.0, 2.0)
+    version = "1"
+
+    def teacher(self) -> Method:
+        from bench.registry import METHODS  # the registry imports this package
+
+        cls = METHODS.get(self.params.teacher)
+        if cls is PrefixController:
+            raise UserError("prefix.teacher: the prefix controller cannot distil itself")
+        return cls(parse(cls.Params, self.params.teacher_params, "prefix.teacher_params"))
+
+    def fit_key_parts(self) -> dict:
+        return {**super().fit_key_parts(), "teacher": self.teacher().fit_key_parts()}
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        return bool(target.prompts) and self.teacher().applies_to(target)
+
+    # ------------------------------------------------------------------ fit
+    def teach(self, subject: Subject, target: SteeringTarget) -> Teaching:
+        p = self.params
+        teacher = self.teacher()
+        state = teacher.fit(subject, target)
+        prompts = list(target.prompts[: p.max_prompts])
+        distil = getattr(teacher, "distillation", None)  # SelfControl: deltas per prompt
+        if distil is not None:
+            hooks, rows, found = distil(
+                subject,
+                state,
+                p.teacher_strength,
+                prompts,
+                p.distill_max_new_tokens,
+                p.batch_size,
+            )
+            return Teaching(
+                rows,
+                lambda start, end: _delta_rows(subject, hooks, found, start, end),
+                found.scores > found.initial_scores,
+                (float(found.initial_scores.mean()), float(found.scores.mean())),
+            )
+        rows = [subject.encode(t)[-subject.max_length :] or [0] for t in prompts]
+        return Teaching(
+            rows, lambda start, end: teacher.steer(subject, state, p.teacher_strength), None, None
+        )
+
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        p = self.params
+        if not target.prompts:
+            raise UserError(f"prefix needs prompts; target '{target.name}' has none")
+        n_layers = subject.n_layers
+        for layer in p.layers:
+            if not -n_layers <= layer < n_layers:
+                raise UserError(f"prefix.layers: {layer} out of range for {n_layers} layers")
+        layers = sorted({layer % n_layers for layer in p.layers} or range(n_layers))
+        teaching = self.teach(subject, target)
+        kept, ratios = [], []
+        for start in range(0, len(teaching.rows), p.batch_size):
+            chunk = teaching.rows[start : start + p.batch_size]
+            batch = Batch.of(subject, chunk)
+            original = record_states(subject, batch)  # (n_layers, b, W, d)
+            with teaching.steering(start, start + len(chunk)):
+                steered = record_states(subject, batch)
+            for i, row in enumerate(chunk):
+                L = len(row)  # left padded: the row's tokens are the last L positions
+                orig, goal = original[:, i, -L:], steered[:, i, -L:]
+                moved = (goal - orig).norm(dim=-1).mean()
+                ratio = float(moved / orig.norm(dim=-1).mean().clamp_min(1e-12))
+                ratios.append(ratio)
+                improved = teaching.improved is None or bool(teaching.improved[start + i])
+                if 0 < ratio <= p.max_delta_ratio and (improved or not p.require_improvement):
+                    kept.append((row, goal))
+        meta: dict[str, Any] = {
+            "layers": layers,
+            "heads": p.heads,
+            "prefix_len": p.prefix_len,
+            "teacher": p.teacher,
+            "n_prompts": len(teaching.rows),
+            "n_kept": len(kept),
+            "mean_delta_ratio": sum(ratios) / len(ratios),
+        }
+        if teaching.scores is not None:
+            meta["teacher_suffix_score"] = list(teaching.scores)
+        if not kept:
+            warnings.warn(
+                f"prefix: no usable targets for '{target.name}' from {p.teacher} "
+                f"({len(teaching.rows)} prompts; mean delta ratio {meta['mean_delta_ratio']:.3g}); "
+                "the prefix stays untrained (no effect)",
+                stacklevel=2,
+            )
+        batches = []
+        for start in range(0, len(kept), p.batch_size):
+            chunk = kept[start : start + p.batch_size]
+            batch = Batch.of(subject, [row for row, _ in chunk])
+            goal = torch.zeros(n_layers, len(chunk), batch.ids.shape[1], subject.d_model)
+            for i, (row, states) in enumerate(chunk):
+                goal[:, i, -len(row) :] = states.cpu()
+            batches.append((batch, goal.to(subject.device)))
+        cfg = TrainConfig(
+            p.heads, p.prefix_len, p.train_steps if kept else 0, p.lr, p.batch_size, p.seed
+        )
+        keys, values, losses = train_prefix(subject, layers, batches, cfg)
+        meta["loss"] = [losses[0], losses[-1]] if losses else []
+        return State(tensors={"keys": keys.cpu(), "values": values.cpu()}, meta=meta)
+
+    # ------------------------------------------------------------------ steer
+    def steer(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        if strength == 0:
+            return nullcontext()
+        m = state.meta
+        keys = state.tensors["keys"].to(subject.device)
+        values = state.tensors["values"].to(subject.device)
+        prefix = PrefixHooks(m["layers"], keys, values, int(m["heads"]), strength)
+        return attached(subject, hooks=prefix.hooks())

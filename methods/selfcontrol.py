@@ -1,0 +1,281 @@
+"""SelfControl (Cai et al. 2024): steer by the gradient of the model's own judgement.
+
+The target's suffix question ("... Is the above text positive? Answer:") is appended to prompt +
+response; the suffix score is sigmoid(logit(target answer) - logit(contrast answer)) under the
+UNSTEERED model. Its log's gradient with respect to every layer's output (`resid_post`) at the
+prompt positions, clipped per token, is added to those hidden states; step sizes are searched,
+responses regenerated, and the best-scoring deltas kept (see `methods.selfcontrol_search`).
+
+Adapter choices (where the paper leaves the harness to decide):
+- It is iterative per prompt, so it runs as a generation override; hooks at every steered
+  layer add the per-prompt deltas at the prompt positions only (KV-cache decode steps see the
+  edited keys/values). Candidate responses inside the search are greedy (first-token branches
+  + greedy continuation, as in the paper); the returned samples are drawn with the experiment's
+  sampling settings from the model under the best deltas (greedy settings return the
+  best-scoring response itself).
+- Strength scales every candidate step size (0 = unsteered, nothing attached); a negative
+  strength steers toward the contrast answer instead.
+- Log-likelihood requests (`steer_loglikelihood`, on by default): the search runs on the
+  context (candidate responses of `loglik_max_new_tokens` tokens) and the continuation is
+  scored with the context's deltas in place: what the steered model believes given that
+  context. The core has no log-likelihood override, so the steer context shadows
+  `subject.logprobs` on the instance and restores it in `finally`.
+
+Cost knobs: `iterations`, `search_steps`, `branches` (defaults are cheap: 2, 2, 2 - about
+1 + iterations * search_steps generations of branches x prompts rows per batch, plus the final
+sampling). The paper's settings are iterations 1-3, 3 search steps, step 0.5, factor 2.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+
+from bench.errors import UserError
+from bench.method import Method
+from bench.state import State
+from bench.steering import attached
+from bench.subject import ContinuationScore, GenerationSettings, Subject
+from bench.target import SteeringTarget, SuffixQuestion
+from methods.selfcontrol_engine import DeltaHooks, Suffix, decode
+from methods.selfcontrol_search import Optimised, SearchConfig, optimise
+
+
+@dataclass(frozen=True)
+class SelfControlParams:
+    iterations: int = 2  # gradient steps per prompt at most (paper: 1-3)
+    step_size: float = 0.5  # first candidate step (paper: 0.5); multiplied by the strength
+    search_steps: int = 2  # candidate steps per iteration: step_size * search_factor**k
+    search_factor: float = 2.0
+    branches: int = 2  # first-token branches per candidate response (paper: n_branches)
+    max_grad_norm: float = 1.0  # per-token gradient clipping (paper: norm 1)
+    layers: tuple[int, ...] = ()  # resid_post layers whose prompt states move; () = all
+    steer_loglikelihood: bool = True  # steer log-likelihood requests too (see module doc)
+    loglik_max_new_tokens: int = 16  # candidate response length when the context is steered
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.search_steps < 1 or self.branches < 1:
+            raise ValueError("iterations, search_steps and branches must be at least 1")
+        if self.step_size <= 0 or self.search_factor <= 0 or self.max_grad_norm <= 0:
+            raise ValueError("step_size, search_factor and max_grad_norm must be positive")
+        if self.loglik_max_new_tokens < 1:
+            raise ValueError("loglik_max_new_tokens must be at least 1")
+
+
+def suffix_of(state: State) -> SuffixQuestion:
+    m = state.meta
+    return SuffixQuestion(m["question"], m["target_answer"], m["contrast_answer"])
+
+
+class Controller:
+    """SelfControl attached to one subject at one strength: the generation override, the
+    log-likelihood shadow and the delta hooks they share."""
+
+    def __init__(
+        self, subject: Subject, params: SelfControlParams, question: SuffixQuestion, strength: float
+    ) -> None:
+        self.subject = subject
+        self.params = params
+        suffix = Suffix.build(subject, question)
+        self.suffix = suffix if strength > 0 else suffix.swapped()
+        self.scale = abs(strength)
+        n_layers = subject.n_layers
+        for layer in params.layers:
+            if not -n_layers <= layer < n_layers:
+                raise UserError(f"selfcontrol.layers: {layer} out of range for {n_layers} layers")
+        layers = sorted({layer % n_layers for layer in params.layers} or range(n_layers))
+        self.hooks = DeltaHooks(layers)
+        self.last: Optimised | None = None  # the latest search, for inspection and tests
+
+    def config(self, max_new_tokens: int, batch_size: int) -> SearchConfig:
+        p = self.params
+        steps = tuple(self.scale * p.step_size * p.search_factor**k for k in range(p.search_steps))
+        return SearchConfig(
+            p.iterations, steps, p.branches, p.max_grad_norm, max_new_tokens, batch_size
+        )
+
+    def prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
+        """Prompt tokens, truncated from the left so prompt + response + question fit."""
+        budget = self.subject.max_length - max_new_tokens - len(self.suffix.question)
+        ids = self.subject.encode(text)
+        if budget < 1:
+            raise UserError("the suffix question and max_new_tokens leave no room for a prompt")
+        return ids[-budget:] or [self.subject.tokenizer.eos_token_id]
+
+    def search(
+        self, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int
+    ) -> Optimised:
+        cfg = self.config(max_new_tokens, batch_size)
+        self.last = optimise(self.subject, self.hooks, prompts, self.suffix, cfg)
+        return self.last
+
+    # ------------------------------------------------------------------ generation override
+    def generate(self, prompts: Sequence[str], s: GenerationSettings) -> list[list[str]]:
+        out: list[list[str]] = []
+        for index, start in enumerate(range(0, len(prompts), s.batch_size)):
+            batch = [
+                self.prompt_ids(p, s.max_new_tokens) for p in prompts[start : start + s.batch_size]
+            ]
+            found = self.search(batch, s.max_new_tokens, s.batch_size)
+            if s.temperature > 0:
+                rows = self._sample(batch, found, s, seed=s.seed * 100_003 + index)
+            else:  # greedy settings: the best-scoring response itself
+                rows = [[r] * s.num_samples for r in found.responses]
+            for samples in rows:
+                texts = []
+                for row in samples:
+                    self.subject.generated_tokens += len(row)
+                    texts.append(self.subject.tokenizer.decode(row, skip_special_tokens=True))
+                out.append(texts)
+        return out
+
+    def _sample(
+        self, batch: list[list[int]], found: Optimised, s: GenerationSettings, seed: int
+    ) -> list[list[list[int]]]:
+        """`num_samples` sampled responses per prompt under its best deltas."""
+        n = s.num_samples
+        rows = [p for p in batch for _ in range(n)]
+        deltas = found.deltas.repeat_interleave(n, dim=1)
+        lengths = found.lengths.repeat_interleave(n)
+        samples: list[list[int]] = []
+        step = max(s.batch_size, 1)
+        for k, start in enumerate(range(0, len(rows), step)):
+            end = start + step
+            with self.hooks.active(deltas[:, start:end], lengths[start:end]):
+                samples += decode(
+                    self.subject,
+                    rows[start:end],
+                    lengths[start:end].tolist(),
+                    s.max_new_tokens,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    seed=seed * 1_009 + k,
+                )
+        return [samples[i * n : (i + 1) * n] for i in range(len(batch))]
+
+    # ------------------------------------------------------------------ log-likelihoods
+    def logprobs(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        batch_size: int = 16,
+        transform: bool = True,
+        progress: bool = False,
+    ) -> list[ContinuationScore]:
+        subject = self.subject
+        if len(contexts) != len(continuations):
+            raise ValueError("contexts and continuations differ in length")
+        if transform:
+            contexts = [subject.transform(c) for c in contexts]
+        unique = list(dict.fromkeys(contexts))
+        max_new = self.params.loglik_max_new_tokens
+        # The tokens the scorer will see for the context (Subject.split_tokens strips trailing
+        # spaces); the deltas line up with them from the first position.
+        ids = [subject.encode(c.rstrip(" ")) or [subject.tokenizer.eos_token_id] for c in unique]
+        budget = subject.max_length - max_new - len(self.suffix.question)
+        fits = [len(row) <= budget for row in ids]
+        if not all(fits):
+            warnings.warn(
+                f"selfcontrol: {fits.count(False)} context(s) longer than {budget} tokens are "
+                "scored unsteered",
+                stacklevel=2,
+            )
+        steered = [i for i, ok in enumerate(fits) if ok]
+        found = self.search([ids[i] for i in steered], max_new, batch_size) if steered else None
+        slot = {unique[i]: j for j, i in enumerate(steered)}
+        scores: list[ContinuationScore | None] = [None] * len(contexts)
+        for context in unique:
+            members = [i for i, c in enumerate(contexts) if c == context]
+            j = slot.get(context)
+            context_manager = (
+                self.hooks.active(found.deltas[:, j : j + 1], found.lengths[j : j + 1])
+                if found is not None and j is not None
+                else nullcontext()
+            )
+            with context_manager:
+                got = Subject.logprobs(  # the real method, not this shadow
+                    subject,
+                    [context] * len(members),
+                    [continuations[i] for i in members],
+                    batch_size=batch_size,
+                    transform=False,
+                )
+            for i, score in zip(members, got):
+                scores[i] = score
+        return scores  # type: ignore[return-value]
+
+
+class SelfControl(Method):
+    name = "selfcontrol"
+    summary = (
+        "suffix-gradient control of the prompt's hidden states, iterated per prompt "
+        "(Cai et al. 2024); log-likelihoods scored under the context's deltas"
+    )
+    Params = SelfControlParams
+    default_strengths = (0.0, 1.0, 2.0)
+    version = "1"
+
+    def applies_to(self, target: SteeringTarget) -> bool:
+        return target.suffix is not None
+
+    def fit(self, subject: Subject, target: SteeringTarget) -> State:
+        """Label-free: the state is the suffix question (validated against the tokenizer)."""
+        if target.suffix is None:
+            raise UserError(f"selfcontrol needs a suffix question; target '{target.name}' has none")
+        Suffix.build(subject, target.suffix)
+        q = target.suffix
+        return State(
+            meta={
+                "question": q.question,
+                "target_answer": q.target_answer,
+                "contrast_answer": q.contrast_answer,
+            }
+        )
+
+    def controller(self, subject: Subject, state: State, strength: float) -> Controller:
+        return Controller(subject, self.params, suffix_of(state), strength)
+
+    def steer(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        if strength == 0:
+            return nullcontext()
+        return self._steering(self.controller(subject, state, strength))
+
+    @contextmanager
+    def _steering(self, controller: Controller) -> Iterator[None]:
+        subject = controller.subject
+        with attached(subject, hooks=controller.hooks.hooks(), generate=controller.generate):
+            if not self.params.steer_loglikelihood:
+                yield
+                return
+            shadowed = vars(subject).get("logprobs")
+            subject.logprobs = controller.logprobs  # type: ignore[method-assign]
+            try:
+                yield
+            finally:
+                if shadowed is None:
+                    del subject.logprobs
+                else:
+                    subject.logprobs = shadowed  # type: ignore[method-assign]
+
+    def distillation(
+        self,
+        subject: Subject,
+        state: State,
+        strength: float,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> tuple[DeltaHooks, list[list[int]], Optimised]:
+        """Run the search on `prompts` (for the prefix controller). Returns the delta hooks
+        (attach them and activate rows of the found deltas to reproduce the steered states),
+        the prompt ids searched and the search's outcome."""
+        controller = self.controller(subject, state, strength)
+        rows = [controller.prompt_ids(p, max_new_tokens) for p in prompts]
+        with attached(subject, hooks=controller.hooks.hooks()):
+            found = controller.search(rows, max_new_tokens, batch_size)
+        return controller.hooks, rows, found

@@ -1,0 +1,268 @@
+"""SelfControl's engine: suffix scores, suffix gradients and the iterative search for deltas.
+
+Cai et al. 2024 ("Self-Control of LLM Behaviors by Compressing Suffix Gradient into Prefix
+Controller"). The model judges its own response through a suffix question; the gradient of that
+judgement with respect to every layer's hidden states at the prompt positions is the direction
+in which the prompt's representation is moved. Everything here works on token ids, batched over
+prompts; `methods.selfcontrol` wraps it into a method adapter.
+
+Shapes: K steered layers, n prompts in a batch, L the longest prompt, d the model width. A set
+of deltas is a tensor (K, n, L, d) plus `lengths` (n,): row b has deltas for its first
+`lengths[b]` prompt tokens, indexed by absolute token position (so left padding, right padding
+and KV-cache decode steps all line up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import UserError
+from bench.positions import TokenPositions
+from bench.subject import HookFn, Subject
+from bench.target import SuffixQuestion
+
+
+@dataclass(frozen=True)
+class Suffix:
+    """A suffix question in tokens: question ids and the first tokens of the two answers."""
+
+    question: tuple[int, ...]
+    target: int
+    contrast: int
+
+    @classmethod
+    def build(cls, subject: Subject, q: SuffixQuestion) -> Suffix:
+        """Tokens of the question and of the answers as they follow it.
+
+        The score compares the answers' first tokens; where a tokenizer splits off a shared
+        leading piece (e.g. a bare space), that piece is moved into the question and the first
+        tokens where the answers differ are compared.
+        """
+        n_special = len(subject.encode(q.question)) - len(
+            subject.tokenizer(q.question, add_special_tokens=False)["input_ids"]
+        )
+        ctx_t, target = subject.split_tokens(q.question, q.target_answer)
+        ctx_c, contrast = subject.split_tokens(q.question, q.contrast_answer)
+        if ctx_t != ctx_c:
+            raise UserError(
+                f"suffix answers {q.target_answer!r} / {q.contrast_answer!r} merge with the "
+                "question's last token; end the question with ':' or a space"
+            )
+        shared = 0
+        while shared < min(len(target), len(contrast)) and target[shared] == contrast[shared]:
+            shared += 1
+        if shared == min(len(target), len(contrast)):
+            raise UserError(
+                f"suffix answers {q.target_answer!r} and {q.contrast_answer!r} cannot be told "
+                "apart by a next-token logit (one is a prefix of the other)"
+            )
+        question = ctx_t[max(n_special, 0) :] + target[:shared]
+        if not question:
+            raise UserError("the suffix question is empty")
+        return cls(tuple(question), target[shared], contrast[shared])
+
+    def swapped(self) -> Suffix:
+        return Suffix(self.question, self.contrast, self.target)
+
+
+class DeltaHooks:
+    """`layers.{i}.resid_post` hooks that add per-row deltas at the prompt positions.
+
+    Inactive (a no-op returning None) unless `active(...)` has set deltas; optionally records
+    each hooked layer's output (after the addition) for distillation.
+    """
+
+    def __init__(self, layers: Sequence[int]) -> None:
+        self.layers = tuple(layers)
+        self._deltas: torch.Tensor | None = None  # (K, n or 1, L, d)
+        self._lengths: torch.Tensor | None = None  # (n or 1,)
+        self.recorded: dict[int, torch.Tensor] | None = None
+
+    def hooks(self) -> list[tuple[str, HookFn]]:
+        return [
+            (f"layers.{layer}.resid_post", self._hook(k)) for k, layer in enumerate(self.layers)
+        ]
+
+    @contextmanager
+    def active(
+        self, deltas: torch.Tensor | None, lengths: torch.Tensor | None, *, record: bool = False
+    ) -> Iterator[dict[int, torch.Tensor]]:
+        """Deltas in effect inside; with `record`, the yielded dict fills with layer outputs."""
+        previous = (self._deltas, self._lengths, self.recorded)
+        recorded: dict[int, torch.Tensor] = {}
+        self._deltas, self._lengths = deltas, lengths
+        self.recorded = recorded if record else None
+        try:
+            yield recorded
+        finally:
+            self._deltas, self._lengths, self.recorded = previous
+
+    def _hook(self, k: int) -> HookFn:
+        def hook(hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor | None:
+            new = self._apply(k, hidden, positions)
+            if self.recorded is not None:
+                self.recorded[self.layers[k]] = hidden if new is None else new
+            return new
+
+        return hook
+
+    def _apply(
+        self, k: int, hidden: torch.Tensor, positions: TokenPositions
+    ) -> torch.Tensor | None:
+        if self._deltas is None:
+            return None
+        delta, lengths = self._deltas[k], self._lengths  # (n, L, d), (n,)
+        absolute = positions.absolute  # (batch, seq)
+        mask = positions.prompt() & (absolute < lengths[:, None])  # (batch, seq)
+        if not bool(mask.any()):  # decode steps after the prompt: nothing to add
+            return None
+        if delta.shape[0] != hidden.shape[0]:
+            if delta.shape[0] != 1:
+                raise RuntimeError(
+                    f"SelfControl deltas for {delta.shape[0]} rows, batch has {hidden.shape[0]}"
+                )
+            delta = delta.expand(hidden.shape[0], -1, -1)  # one context shared by all rows
+        index = absolute.clamp(0, delta.shape[1] - 1).unsqueeze(-1).expand(-1, -1, delta.shape[2])
+        added = delta.gather(1, index)  # (batch, seq, d): the delta of each token's position
+        return hidden + added * mask.unsqueeze(-1).to(hidden.dtype)
+
+
+@contextmanager
+def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad inside (no graph through weights); flags restored after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _left_pad(
+    subject: Subject, rows: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ids, attention mask and position ids (batch, width), left padded."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), subject.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = subject.device
+    return ids.to(device), mask.to(device), position_ids.to(device)
+
+
+def last_logits(subject: Subject, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Next-token logits after each row (batch, vocab), under whatever hooks are active."""
+    ids, mask, position_ids = _left_pad(subject, rows)
+    out = subject.model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1
+    )
+    return out.logits[:, -1].float()
+
+
+def suffix_logit_gap(
+    subject: Subject,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    suffix: Suffix,
+) -> torch.Tensor:
+    """logit(target) - logit(contrast) at the end of prompt + response + question, (batch,)."""
+    rows = [list(p) + list(r) + list(suffix.question) for p, r in zip(prompts, responses)]
+    logits = last_logits(subject, rows)
+    return logits[:, suffix.target] - logits[:, suffix.contrast]
+
+
+def suffix_scores(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    suffix: Suffix,
+    batch_size: int,
+) -> torch.Tensor:
+    """Suffix score sigmoid(gap) of each (prompt, response) under the UNSTEERED model, (batch,)."""
+    out = []
+    with torch.no_grad(), hooks.active(None, None):
+        for start in range(0, len(prompts), batch_size):
+            end = start + batch_size
+            out.append(suffix_logit_gap(subject, prompts[start:end], responses[start:end], suffix))
+    return torch.sigmoid(torch.cat(out)).cpu()
+
+
+def suffix_gradients(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    suffix: Suffix,
+    deltas: torch.Tensor,
+    lengths: torch.Tensor,
+    max_norm: float,
+) -> torch.Tensor:
+    """Clipped gradient of log(suffix score) w.r.t. each hooked layer's output at the prompt
+    positions, taken with the current deltas in place (the paper's "consistent" mode).
+
+    Returns (K, n, L, d); each token's gradient is clipped to L2 norm <= max_norm.
+    """
+    with frozen_parameters(subject.model), torch.enable_grad():
+        probe = deltas.detach().clone().requires_grad_(True)  # d log s / d probe = d / d hidden
+        with hooks.active(probe, lengths):
+            gap = suffix_logit_gap(subject, prompts, responses, suffix)
+        objective = F.logsigmoid(gap).sum()  # rows are independent: the sum gives per-row grads
+        (grad,) = torch.autograd.grad(objective, probe)
+    grad = grad.detach()
+    norms = grad.norm(dim=-1, keepdim=True)  # (K, n, L, 1)
+    return grad * (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+
+
+@torch.no_grad()
+def decode(
+    subject: Subject,
+    rows: Sequence[Sequence[int]],
+    prompt_lengths: Sequence[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+) -> list[list[int]]:
+    """Continue each row (greedy when temperature is 0); new tokens per row, cut at EOS.
+
+    `prompt_lengths` declares how many leading tokens of each row are prompt, so a forced
+    first token after the prompt counts as generated for the hooks.
+    """
+    if max_new_tokens <= 0:
+        return [[] for _ in rows]
+    ids, mask, _ = _left_pad(subject, rows)
+    sample = temperature > 0
+    kwargs = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p}
+        if sample
+        else {"do_sample": False}
+    )
+    lengths = torch.tensor(list(prompt_lengths), device=subject.device)
+    torch.manual_seed(seed)
+    with subject.positions.prompt_lengths(lengths):
+        sequences = subject.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=subject.tokenizer.pad_token_id,
+            eos_token_id=subject.tokenizer.eos_token_id,
+            **kwargs,
+        )
+    eos = subject.tokenizer.eos_token_id
+    out = []
+    for row in sequences[:, ids.shape[1] :].tolist():
+        out.append(row[: row.index(eos)] if eos in row else row)
+    return out
