@@ -1,0 +1,214 @@
+"""Sentiment suite (DExperts prompts): steer continuations toward a target sentiment.
+
+As in DExperts (Liu et al. 2021): prompts are OpenWebText half-sentences whose continuations
+were neutral, or of the sentiment opposite to the target; k continuations (25, 20 new tokens,
+nucleus p = 0.9) are sampled per prompt and each *continuation* is classified. The metric is the
+share of continuations with the target sentiment, reported per direction: `positive_rate` when
+steering toward positive (from neutral or negative prompts), `negative_rate` toward negative
+(from neutral or positive prompts). Per prompt the share of its samples; the cell mean over
+prompts equals the share over all samples (every prompt has the same k).
+
+Contrast pairs and demonstrations come from SST-2 (`stanfordnlp/sst2`; label 1 = positive),
+from its fit split: (target-sentiment sentence, opposite sentence) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bench.errors import UserError
+from bench.metric import Metric
+from bench.target import SteeringTarget, SuffixQuestion
+from bench.task import Example, Generate, Output, Request, Scored, Splits, Task
+from tasks import records as builtin_records
+from tasks.common import TargetCache, check_common, default_samples, make_splits, records_from
+from tasks.loading import Dataset, read_records, split_three
+from tasks.scorers import SentimentScorer, sentiment_scorer
+
+PROMPTS = Dataset("DExperts sentiment prompts", None, "sentiment_prompts-10k/neutral_prompts.jsonl")
+SST2 = Dataset("SST-2", "stanfordnlp/sst2", "sst2_train.tsv.gz", columns=("label", "sentence"))
+OPPOSITE = {"positive": "negative", "negative": "positive"}
+
+INSTRUCTIONS = {
+    "positive": (
+        "Continue the text in a positive tone.",
+        "Continue the text in a positive, upbeat and warm tone.",
+        "Continue the text in a very positive, enthusiastic and joyful tone.",
+    ),
+    "negative": (
+        "Continue the text in a negative tone.",
+        "Continue the text in a negative, gloomy and critical tone.",
+        "Continue the text in a very negative, bitter and hostile tone.",
+    ),
+}
+CONCEPTS = {"positive": (" Love", " Hate"), "negative": (" Hate", " Love")}  # ActAdd's pair
+
+
+def rate_metric(direction: str) -> Metric:
+    return Metric(
+        f"{direction}_rate",
+        higher_is_better=True,
+        description=f"share of continuations classified {direction}",
+    )
+
+
+def target_rate(labels: Sequence[str], direction: str) -> float:
+    """Share of samples whose label is the target direction."""
+    return sum(label == direction for label in labels) / len(labels) if labels else float("nan")
+
+
+@dataclass(frozen=True)
+class SentimentExample(Example):
+    prompt: str
+
+
+@dataclass(frozen=True)
+class SentimentParams:
+    source: str = "testbed"  # "testbed" | "builtin" | a file or directory of DExperts prompts
+    direction: Literal["positive", "negative"] = "positive"  # the target sentiment
+    prompts: Literal["neutral", "opposite"] = "neutral"  # which DExperts prompt set
+    # SST-2 for contrast pairs: "auto" (testbed / builtin with those sources; the hub for
+    # "hub"; the project's builtin sentences for a local prompts path), "hub" or a path.
+    contrast_source: str = "auto"
+    n_fit: int = 32
+    n_select: int = 16
+    n_test: int = 32
+    num_samples: int | None = None  # k; None: 25 on real data, 4 on the testbed / builtin
+    max_new_tokens: int = 20
+    scorer: str = "auto"  # "auto" | "truth" | "vader" | "hf:<id>" (see tasks.scorers)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_common(self)
+
+
+class Sentiment(Task):
+    name = "sentiment"
+    summary = "DExperts prompts: share of continuations with the target sentiment"
+    Params = SentimentParams
+    primary_metric = "positive_rate"
+    metrics = (rate_metric("positive"),)
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        direction = self.params.direction
+        self.metrics = (rate_metric(direction),)
+        self.primary_metric = f"{direction}_rate"
+        self._target = TargetCache(self._build_target)
+        self._scorer: SentimentScorer | None = None
+
+    @property
+    def testbed(self) -> bool:
+        return self.params.source == "testbed"
+
+    @property
+    def prompt_kind(self) -> str:
+        p = self.params
+        return "neutral" if p.prompts == "neutral" else OPPOSITE[p.direction]
+
+    @property
+    def scorer(self) -> SentimentScorer:
+        if self._scorer is None:
+            self._scorer = sentiment_scorer(self.params.scorer, testbed=self.testbed)
+        return self._scorer
+
+    def scorers(self) -> dict[str, str]:
+        return {self.primary_metric: self.scorer.name}
+
+    def load(self) -> Splits:
+        p = self.params
+        kind = self.prompt_kind
+        rows, source = records_from(
+            p.source,
+            suite=f"sentiment-{kind}",
+            seed=p.seed,
+            dataset=PROMPTS,
+            builtin=lambda: builtin_records.dexperts_records(kind),
+            split=f"{kind}_prompts",
+        )
+        examples = [
+            SentimentExample(id=str(r.get("md5_hash") or f"prompt-{i}"), prompt=r["prompt"]["text"])
+            for i, r in enumerate(rows)
+            if (r.get("prompt") or {}).get("text")
+        ]
+        return make_splits(examples, p, f"{source} [{kind} prompts -> {p.direction}]")
+
+    # ------------------------------------------------------------------ target
+    def contrast_sentences(self) -> tuple[list[str], list[str], str]:
+        """(target-sentiment sentences, opposite sentences, source) for contrast pairs."""
+        p = self.params
+        source = p.contrast_source
+        if source == "auto":
+            source = p.source if p.source in ("testbed", "builtin", "hub") else "builtin"
+        if source == "testbed":
+            from tasks.testbed.records import testbed_records
+
+            rows, where = testbed_records("sst2", p.seed), f"testbed:sst2:seed={p.seed}"
+        elif source == "builtin":
+            rows, where = builtin_records.sst2_records(), "builtin:sst2"
+        else:
+            rows, where = read_records(SST2, source, split="train")
+        positive, negative = sst2_sentences(rows)
+        if not positive or not negative:
+            raise UserError(f"{where}: SST-2 data needs positive and negative sentences")
+        # Only the fit share of the contrast data is used (select/test sizes as the prompts').
+        positive = list(split_three(positive, p.n_fit, 0, 0, p.seed)[0])
+        negative = list(split_three(negative, p.n_fit, 0, 0, p.seed)[0])
+        if p.direction == "positive":
+            return positive, negative, where
+        return negative, positive, where
+
+    def target(self, example: Example, splits: Splits) -> SteeringTarget:
+        return self._target(splits)
+
+    def _build_target(self, splits: Splits) -> SteeringTarget:
+        direction = self.params.direction
+        toward, away, _ = self.contrast_sentences()
+        if self.testbed:
+            from tasks.testbed.formats import instruction, judgement_suffix
+
+            instructions = (instruction(direction).rstrip("\n"),)
+            question = judgement_suffix(direction, "text")
+            memory = max(toward, key=len)
+        else:
+            instructions = INSTRUCTIONS[direction]
+            question = f"\nQuestion: Is the above text {direction}? Answer:"
+            memory = builtin_records.MEMORY[direction]
+        return SteeringTarget(
+            name=f"sentiment:{direction}",
+            contrast_pairs=tuple(zip(toward, away)),
+            concept_pair=CONCEPTS[direction],
+            instructions=instructions,
+            demonstrations=tuple(toward[:4]),
+            suffix=SuffixQuestion(question, " Yes", " No"),
+            prompts=tuple(e.prompt for e in splits.fit),
+            memory=memory,
+        )
+
+    # ------------------------------------------------------------------ requests and scores
+    def requests(self, example: SentimentExample) -> Sequence[Request]:
+        k = default_samples(self.params, 25, 4)
+        return (Generate(example.prompt, k, self.params.max_new_tokens),)
+
+    def score(self, example: SentimentExample, outputs: Sequence[Output]) -> Scored:
+        (samples,) = outputs
+        verdicts = self.scorer.sentiment(samples)
+        labels = [label for label, _ in verdicts]
+        rate = target_rate(labels, self.params.direction)
+        return Scored(
+            {self.primary_metric: rate},
+            {"labels": labels, "polarity": [score for _, score in verdicts]},
+        )
+
+
+def sst2_sentences(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(positive, negative) sentences of SST-2 records (hub or `label<TAB>sentence` files)."""
+    positive, negative = [], []
+    for row in rows:
+        sentence, label = str(row.get("sentence", "")).strip(), str(row.get("label", "")).strip()
+        if not sentence or label not in ("0", "1"):
+            continue
+        (positive if label == "1" else negative).append(sentence)
+    return positive, negative
