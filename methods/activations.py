@@ -143,13 +143,26 @@ class PositionMask:
         return self._mask
 
 
+def per_row(positions: TokenPositions) -> TokenPositions:
+    """`positions` with one prompt length per row.
+
+    Workaround: `Subject.generate` declares one prompt length per prompt, but with
+    num_return_sequences = n Hugging Face repeats each prompt's row n times (repeat_interleave),
+    so the batch has n times more rows than lengths. Expand the lengths the same way.
+    """
+    rows, lengths = positions.absolute.shape[0], positions.prompt_lengths
+    if lengths.shape[0] == rows or rows % max(lengths.shape[0], 1):
+        return positions
+    return TokenPositions(positions.absolute, lengths.repeat_interleave(rows // lengths.shape[0]))
+
+
 def spec_mask(spec: str) -> PositionMask:
-    return PositionMask(lambda positions: positions.select(spec))
+    return PositionMask(lambda positions: per_row(positions).select(spec))
 
 
 def first_prompt_mask(k: int) -> PositionMask:
     """Prompt positions 0..k-1 (ActAdd's injection window); never generated tokens."""
-    return PositionMask(lambda positions: positions.prompt() & (positions.absolute < k))
+    return PositionMask(lambda positions: per_row(positions).prompt() & (positions.absolute < k))
 
 
 class AddVector:

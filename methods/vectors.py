@@ -19,6 +19,7 @@ scores are kept in the state's meta. The runner chooses the *strength* on `selec
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -139,7 +140,7 @@ class VectorMethod(Method):
             "model_name": subject.name,
             "target": target.name,
             "fit_on": self.fit_meta(target),
-            "params": asdict(self.params),
+            "params": json.loads(json.dumps(asdict(self.params))),  # as State.load gives it
             "norms": {str(i): float(v.float().norm()) for i, v in zip(layers, vectors)},
             "sweep": sweep,
         }
