@@ -25,6 +25,7 @@ from bench.registry import METHODS
 from bench.state import State
 from bench.subject import GenerationSettings, Subject
 from bench.target import SteeringTarget, SuffixQuestion
+from tests.tiny import CORPUS
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,11 @@ CASES: dict[str, Case] = {
             "train_steps": 10,
         },
         strength=1.0,
+    ),
+    # Memory cross-attention: a few training steps on the tiny corpus (default: the testbed's).
+    "memory_xattn": Case(
+        params={"corpus_texts": list(CORPUS), "steps": 6, "batch_size": 4, "seq_len": 24},
+        strength=2.0,
     ),
 }
 
