@@ -270,13 +270,12 @@ class PCA(CAA):
 
     def direction(self, toward: torch.Tensor, away: torch.Tensor) -> torch.Tensor:
         diffs = toward - away  # (n_pairs, d_model)
-        if self.params.center:
-            diffs = diffs - diffs.mean(0)
-        if not bool(diffs.abs().sum() > 0):
+        data = diffs - diffs.mean(0) if self.params.center else diffs
+        if not bool(data.abs().sum() > 0):
             return torch.zeros_like(diffs[0])
-        component = torch.linalg.svd(diffs.double(), full_matrices=False).Vh[0].float()
+        component = torch.linalg.svd(data.double(), full_matrices=False).Vh[0].float()
         # Sign: toward should project above away for most pairs (repeng's rule); ties go to
-        # the sign of the mean projected difference.
+        # the sign of the mean projected difference. Always on the raw, uncentred differences.
         projected = diffs @ component  # (n_pairs,)
         votes = (projected > 0).float().mean() - (projected < 0).float().mean()
         if votes < 0 or (votes == 0 and projected.mean() < 0):
