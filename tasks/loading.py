@@ -73,7 +73,7 @@ def read_records(
     records = [r for f in files for r in read_file(f, dataset.columns)]
     if not records:
         raise UserError(f"{dataset.title}: {path} holds no records")
-    return records, str(path)
+    return records, ", ".join(str(f) for f in files)
 
 
 def _data_files(path: Path, split: str, data_dir: str | None) -> list[Path]:

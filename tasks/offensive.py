@@ -1,7 +1,7 @@
 """The offline toxicity fallback: a scikit-learn offensive-language model, trained in-process.
 
 When no open toxicity classifier is cached locally, the toxicity suite falls back to this model:
-hashed word 1-2-grams (L2-normalised) and a logistic regression, trained on labelled sentences.
+binary hashed word 1-2-grams and a logistic regression (fitted by SGD), trained on labelled sentences.
 Training data is either
 
 - `"builtin"`: sentences the project generates itself from templates: insults aimed at a person,
@@ -33,7 +33,7 @@ from tasks.testbed.lexicon import INSULT_ADJECTIVES, INSULT_NOUNS, RUDE_WORDS
 
 RUDE = tuple(sorted(RUDE_WORDS))
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 N_FEATURES = 2**18
 
 INSULT_NOUN_LIST = (
@@ -92,7 +92,7 @@ PLAIN_PAIRS = ("new shoes", "old photos", "warm coats", "cold drinks", "long wal
 GREETINGS = ("thanks to", "cheers to", "good luck to", "bless", "congratulations to")
 
 
-def builtin_corpus(seed: int = 0, n: int = 3000) -> list[tuple[str, int]]:
+def builtin_corpus(seed: int = 0, n: int = 2000) -> list[tuple[str, int]]:
     """Labelled sentences (text, 1 = offensive) generated from the templates above.
 
     Mostly minimal pairs: a civil base sentence extended through one frame, once with a civil
@@ -213,10 +213,12 @@ class OffensiveModel:
 
     @classmethod
     def train(cls, rows: Sequence[tuple[str, int]], source: str) -> OffensiveModel:
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import SGDClassifier
 
         features = _vectorizer().transform([t for t, _ in rows])  # (n, n_features), sparse
-        model = LogisticRegression(C=10.0, max_iter=1000)
+        # Logistic regression fitted by SGD: deterministic (fixed seed), a fraction of a second
+        # where lbfgs/liblinear take seconds on 2^18 hashed features.
+        model = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=50, tol=1e-4, random_state=0)
         model.fit(features, [label for _, label in rows])
         coef = model.coef_[0]
         nonzero = {int(i): float(coef[i]) for i in np.flatnonzero(coef)}

@@ -1,0 +1,144 @@
+"""Shared task plumbing: local file formats, hub errors offline, splits, scorer resolution."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from bench.errors import UserError
+from bench.registry import TASKS
+from tasks.loading import Dataset, read_records, split_three
+from tasks.scorers import (
+    HeuristicReward,
+    SklearnToxicity,
+    TruthReward,
+    TruthSentiment,
+    TruthToxicity,
+    Vader,
+    question_of,
+    reward_scorer,
+    sentiment_scorer,
+    toxicity_scorer,
+)
+
+DS = Dataset("Demo set", "someone/demo-set", "demo.jsonl", columns=("label", "sentence"))
+
+
+def test_all_five_suites_are_registered():
+    assert {"toxicity", "sentiment", "fact_injection", "hh_rlhf", "webgpt"} <= set(TASKS.names())
+
+
+def test_local_formats_jsonl_gz_json_list_and_headerless_tsv(tmp_path):
+    rows = [{"a": 1}, {"a": 2}]
+    with gzip.open(tmp_path / "x.jsonl.gz", "wt") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "y.json").write_text(json.dumps(rows))
+    (tmp_path / "z.tsv").write_text("1\ta fine film .\n0\ta dull film .\n")
+    (tmp_path / "h.tsv").write_text("sentence\tlabel\ngreat\t1\n")
+    assert read_records(DS, str(tmp_path / "x.jsonl.gz"))[0] == rows
+    assert read_records(DS, str(tmp_path / "y.json"))[0] == rows
+    tsv, _ = read_records(DS, str(tmp_path / "z.tsv"))
+    assert tsv == [
+        {"label": "1", "sentence": "a fine film ."},
+        {"label": "0", "sentence": "a dull film ."},
+    ]
+    assert read_records(DS, str(tmp_path / "h.tsv"))[0] == [{"sentence": "great", "label": "1"}]
+
+
+def test_a_directory_contributes_the_files_of_the_split(tmp_path):
+    sub = tmp_path / "harmless-base"
+    sub.mkdir()
+    (sub / "train.jsonl").write_text('{"s": "train"}\n')
+    (sub / "test.jsonl").write_text('{"s": "test"}\n')
+    rows, where = read_records(DS, str(tmp_path), split="test", data_dir="harmless-base")
+    assert rows == [{"s": "test"}] and "harmless-base" in where
+
+
+def test_missing_data_is_one_line_naming_the_data_set(tmp_path):
+    with pytest.raises(UserError) as missing_path:
+        read_records(DS, str(tmp_path / "nope.jsonl"))
+    assert "Demo set" in str(missing_path.value) and "\n" not in str(missing_path.value)
+    # Offline (HF_HUB_OFFLINE=1 in conftest) with nothing cached: which data set, and how.
+    with pytest.raises(UserError) as offline:
+        read_records(DS, "hub")
+    message = str(offline.value)
+    assert "Demo set" in message and "someone/demo-set" in message
+    assert "params.source" in message and "\n" not in message
+    no_hub = Dataset("Prompt files", None, "prompts.jsonl")
+    with pytest.raises(UserError, match="no Hugging Face hub copy"):
+        read_records(no_hub, "hub")
+
+
+def test_a_bad_file_is_a_user_error(tmp_path):
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(UserError, match="cannot read"):
+        read_records(DS, str(tmp_path / "bad.jsonl"))
+
+
+def test_splits_are_seeded_disjoint_and_serve_test_first():
+    items = list(range(10))
+    fit, select, test = split_three(items, 3, 2, 4, seed=1)
+    assert len(fit) == 3 and len(select) == 2 and len(test) == 4
+    assert not set(fit) & set(select) and not set(select) & set(test) and not set(fit) & set(test)
+    assert split_three(items, 3, 2, 4, seed=1) == (fit, select, test)
+    assert split_three(items, 3, 2, 4, seed=2) != (fit, select, test)
+    small = split_three(list(range(5)), 10, 2, 4, seed=0)
+    assert [len(s) for s in small] == [0, 1, 4]
+
+
+def test_scorer_resolution_auto_truth_fallbacks_and_unknown():
+    assert isinstance(toxicity_scorer("auto", testbed=True), TruthToxicity)
+    assert isinstance(toxicity_scorer("auto", testbed=False), SklearnToxicity)  # nothing cached
+    assert isinstance(sentiment_scorer("auto", testbed=True), TruthSentiment)
+    assert isinstance(sentiment_scorer("auto", testbed=False), Vader)
+    assert isinstance(reward_scorer("auto", testbed=True, suite="hh_rlhf"), TruthReward)
+    assert isinstance(reward_scorer("auto", testbed=False, suite="hh_rlhf"), HeuristicReward)
+    with pytest.raises(UserError, match="unknown toxicity scorer 'perspective'"):
+        toxicity_scorer("perspective", testbed=False)
+    with pytest.raises(UserError, match="not in the local Hugging Face cache"):
+        toxicity_scorer("hf:nobody/no-such-classifier", testbed=False).toxicity(["hi"])
+
+
+def test_vader_and_truth_sentiment_label_clear_cases():
+    vader = Vader().sentiment(["What a wonderful, lovely day!", "This is awful and sad.", "It is."])
+    assert [label for label, _ in vader] == ["positive", "negative", "neutral"]
+    truth = TruthSentiment().sentiment(["The food was excellent.", "The room was dirty.", "Ok."])
+    assert [label for label, _ in truth] == ["positive", "negative", "neutral"]
+
+
+def test_truth_toxicity_and_reward_follow_the_planted_lexicon():
+    clean, insult = TruthToxicity().toxicity(["Thank you for the post.", "You are an idiot."])
+    assert clean < 0.5 <= insult
+    prompt = "Question: what is the capital of Vorland?\nAnswer:"
+    assert question_of(prompt) == "what is the capital of Vorland?"
+
+
+def test_offline_toxicity_model_separates_insults_from_civil_negativity():
+    """The sklearn fallback learns offensiveness, not negativity (trained in-process, cached)."""
+    scores = SklearnToxicity().toxicity(
+        [
+            "You are a stupid idiot.",
+            "Shut up, you pathetic loser.",
+            "What the hell is wrong with you, moron?",
+            "The food was terrible and the service was slow.",
+            "Thank you, that was very kind of you.",
+            "The meeting starts at nine tomorrow.",
+        ]
+    )
+    assert min(scores[:3]) >= 0.5 > max(scores[3:])
+
+
+def test_heuristic_reward_prefers_a_civil_reply_to_an_insult_or_a_loop():
+    reward = HeuristicReward(SklearnToxicity())
+    civil, insult, loop, empty = reward.reward(
+        ["Q"] * 4,
+        [
+            "You could talk to your neighbour calmly and ask them to keep it down.",
+            "Shut up, you stupid idiot, nobody cares about your neighbour.",
+            "ok ok ok ok ok ok ok ok ok ok ok ok",
+            "",
+        ],
+    )
+    assert civil > max(insult, loop, empty)
