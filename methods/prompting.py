@@ -10,8 +10,10 @@ method must clear, and it is built to be strong, not a straw man:
   the top one.
 - With a chat template (and `use_chat_template`), instruction and demonstrations form the user
   turn and the prompt opens the assistant's reply, so the model continues the prompt as the
-  assistant. Without one, the prefix is plain text before the prompt:
-  "{instruction}{sep}{demo 1}{sep}...{demo j}{sep}{prompt}".
+  assistant. Without one, the prefix is plain text before the prompt, demonstrations first so
+  the instruction stays right before the prompt (the layout instruction-following data and the
+  testbed corpus use: "Instruction: ...\n<text>"):
+  "{demo 1}{sep}...{demo j}{sep}{instruction}{sep}{prompt}".
 - The prefix never takes more than `max_prefix_share` of the model's context: demonstrations
   that do not fit are dropped (the subject truncates prompts from the left, which would
   otherwise cut the instruction first).
@@ -35,7 +37,7 @@ from bench.target import SteeringTarget
 class PromptingParams:
     max_demonstrations: int = 3  # demonstrations available to the levels above the instructions
     use_chat_template: bool = True  # when the tokenizer has one
-    separator: str = "\n\n"  # between instruction, demonstrations and prompt (no chat template)
+    separator: str = "\n"  # between demonstrations, instruction and prompt (no chat template)
     demonstrations_header: str = "Examples:"  # before the demonstrations in a chat user turn
     max_prefix_share: float = 0.5  # most of the context window the prefix may use
 
@@ -97,7 +99,7 @@ class Prompting(Method):
     # ------------------------------------------------------------------ text
     def plain_prefix(self, level: Level) -> str:
         sep = self.params.separator
-        parts = [p for p in (level.instruction, *level.demonstrations) if p]
+        parts = [p for p in (*level.demonstrations, level.instruction) if p]
         return "".join(p + sep for p in parts)
 
     def chat_prefix(self, subject: Subject, level: Level) -> str:

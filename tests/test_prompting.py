@@ -42,12 +42,12 @@ def test_plain_prefix_applies_to_generation_and_scoring(gpt2_subject):
     with method.steer(gpt2_subject, state, 3):
         assert gpt2_subject.attachments == 1
         assert gpt2_subject.transform("The movie was") == (
-            "Write very positively, with warm words.\n\nThe food is lovely .\n\nThe movie was"
+            "The food is lovely .\nWrite very positively, with warm words.\nThe movie was"
         )
         steered = gpt2_subject.logprobs(["The movie was"], [" great ."])[0]
     assert gpt2_subject.attachments == 0
     direct = gpt2_subject.logprobs(
-        ["Write very positively, with warm words.\n\nThe food is lovely .\n\nThe movie was"],
+        ["The food is lovely .\nWrite very positively, with warm words.\nThe movie was"],
         [" great ."],
     )[0]
     assert steered == direct
@@ -70,7 +70,7 @@ def test_demonstrations_only_target():
     assert not method.applies_to(SteeringTarget("empty"))
     state = method.fit(tiny_gpt2(), target)
     assert method.level(state, 1) == Level("", ("The staff are kind .",))
-    assert method.plain_prefix(method.level(state, 1)) == "The staff are kind .\n\n"
+    assert method.plain_prefix(method.level(state, 1)) == "The staff are kind .\n"
 
 
 def test_chat_template_user_turn_and_assistant_prefill():
@@ -91,7 +91,7 @@ def test_chat_template_user_turn_and_assistant_prefill():
     )
     plain = Prompting(PromptingParams(use_chat_template=False))
     with plain.steer(subject, state, 1):
-        assert subject.transform("P") == "Be kind.\n\nP"
+        assert subject.transform("P") == "Be kind.\nP"
 
 
 def test_chat_template_bos_not_doubled(tmp_path):
