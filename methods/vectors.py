@@ -86,6 +86,7 @@ class VectorMethod(Method):
     """Shared fitting (layers, sweep, state) and steering of the vector methods."""
 
     STEER_ONLY: tuple[str, ...] = ("positions",)  # params that do not change the fitted state
+    cost_budget = 1.05  # a vector hook: steered / unsteered generation time (steerbench bench)
 
     # ------------------------------------------------------------------ per method
     @abstractmethod
