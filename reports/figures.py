@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -27,6 +28,7 @@ COLOURS = (
 )  # fmt: skip
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")
+HATCHES = ("", "//", "..", "xx")
 UNSTEERED_COLOUR = "black"
 DPI = 110
 
@@ -74,7 +76,9 @@ def _finite(*values: float) -> bool:
 def _grid(n: int, ncols: int, width: float, height: float, sharey: bool) -> tuple[Figure, list]:
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows + 1.0), layout="constrained", dpi=DPI)
+    # At least 7.5 in wide, so a one-panel figure still fits its legend below the plot.
+    size = (max(width * ncols, 7.5), height * nrows + 1.0)
+    fig = Figure(figsize=size, layout="constrained", dpi=DPI)
     axes = fig.subplots(nrows, ncols, sharey=sharey, squeeze=False).ravel().tolist()
     return fig, axes
 
@@ -147,7 +151,8 @@ def strength_figure(task: str, views: Sequence[TaskView], colours: Mapping[str, 
             Line2D([], [], color="0.3", ls=LINESTYLES[k % len(LINESTYLES)], label=f"run: {v.run}")
             for k, v in enumerate(views)
         ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=9)
+    columns = 4 if len(methods) >= 3 else 2  # a legend row must fit the figure's width
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=9)
     fig.suptitle(f"{task}: effect vs strength", fontsize=12)
     return fig
 
@@ -264,9 +269,12 @@ def overview_figure(
     bars = max(sum(len(rows) for rows in tables[t]) for t in tasks)
     fig, axes = _grid(len(tasks), 3, 4.4, 0.45 * bars + 1.2, sharey=False)
     multi = max(len(per_run) for per_run in tables.values()) > 1
+    runs = list(
+        dict.fromkeys(r.run for per_run in tables.values() for rows in per_run for r in rows)
+    )
     for ax, task in zip(axes, tasks):
         rows = [r for per_run in tables[task] for r in per_run]
-        rows.sort(key=lambda r: (list(colours).index(r.method), r.run))
+        rows.sort(key=lambda r: list(colours).index(r.method))  # stable: runs stay in order
         labels = [f"{r.method} · {r.run}" if multi else r.method for r in rows]
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
@@ -276,8 +284,9 @@ def overview_figure(
                 else 0
             )
             ax.barh(y, r.effect if _finite(r.effect) else 0, xerr=std if _finite(std) else 0,
-                    color=colours[r.method], edgecolor="black" if r.best else "none",
-                    lw=2.0 if r.best else 0, capsize=3, height=0.7)  # fmt: skip
+                    color=colours[r.method], edgecolor="black" if r.best else "white",
+                    lw=2.0 if r.best else 0, capsize=3, height=0.7,
+                    hatch=HATCHES[runs.index(r.run) % len(HATCHES)])  # fmt: skip
         refs = {r.run: r.reference.mean(r.primary_metric) for r in rows if r.reference}
         for k, value in enumerate(refs.values()):
             if _finite(value):
@@ -293,15 +302,31 @@ def overview_figure(
         Line2D([], [], color="0.2", lw=1, label="unsteered"),
         Patch(facecolor="white", edgecolor="black", lw=2, label="best on suite"),
     ]
+    if multi:
+        handles += [
+            Patch(
+                facecolor="0.75",
+                edgecolor="white",
+                hatch=HATCHES[k % len(HATCHES)],
+                label=f"run: {run}",
+            )  # fmt: skip
+            for k, run in enumerate(runs)
+        ]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
     fig.suptitle("Operating points: test effect (error bars: std over seeds)", fontsize=12)
     return fig
 
 
 def save(fig: Figure, folder: Path, stem: str) -> tuple[Path, Path]:
-    """Write `stem`.png and `stem`.svg; deterministic metadata so reruns diff cleanly."""
+    """Write `stem`.png and `stem`.svg (text kept as text, so the SVG is searchable and small).
+
+    The layout is computed once for the PNG and then frozen, so the SVG has the same geometry
+    and costs no second layout pass; metadata are fixed so reruns diff cleanly.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
     fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
-    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
+    fig.set_layout_engine("none")
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": stem}):
+        fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
     return png, svg

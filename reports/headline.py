@@ -221,6 +221,11 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             )
         if chosen.get("reason") and chosen["reason"] != "best effect within the fluency budget":
             notes.append(str(chosen["reason"]))
+        broken = [p.strength for p in select_curves[method].points if p.degenerate]
+        if broken:
+            notes.append(
+                "degenerate (NaN/inf) on select at strength " + ", ".join(f"{s:g}" for s in broken)
+            )
         method_name = next(
             (c.method_name for c in run.cells if c.method == method and c.task == task), method
         )
@@ -244,9 +249,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                     for f in run.fits
                     if f.get("task") == task and f.get("method") == method
                 ),
-                degenerate_strengths=tuple(
-                    p.strength for p in select_curves[method].points if p.degenerate
-                ),
+                degenerate_strengths=tuple(broken),
                 notes=tuple(notes),
             )
         )

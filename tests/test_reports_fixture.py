@@ -10,8 +10,8 @@ path as the command) with three small in-test suites and two methods:
   activation-addition vector (contrast pairs at layer 1, added at every position).
 
 The recorded fixture `tests/fixtures/run_small/` was produced by
-`python -m tests.test_reports_fixture tests/fixtures/run_small` (then trimmed of records.jsonl / records/,
-which the reports do not read); the tests below regenerate a run and checks the
+`python -m tests.test_reports_fixture tests/fixtures/run_small` (then trimmed of `records/`, the per-cell
+copies of `records.jsonl`); the tests below regenerate a run and checks the
 fixture still has the current results format.
 """
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from bench.cli import main as cli_main
-from bench.metric import Metric
 from bench.method import Method
+from bench.metric import Metric
 from bench.registry import METHODS, TASKS
 from bench.state import State
 from bench.steering import attached
@@ -184,7 +184,9 @@ class ToyPreference(Task):
         return Splits(fit=examples[:2], select=examples[2:4], test=examples[4:], source="inline")
 
     def target(self, example, splits) -> SteeringTarget:
-        return ToySentiment().target(example, splits)
+        # No instructions: the prompting baseline is skipped here (exercises skipped.json).
+        pairs = ToySentiment().target(example, splits).contrast_pairs
+        return SteeringTarget(name="preference:positive", contrast_pairs=pairs)
 
     def requests(self, example):
         return [
@@ -265,6 +267,9 @@ report = {report}
 [model]
 name = "{model}"
 
+[selection]
+test_strengths = "all"  # test cells at every strength, so the report can re-apply budgets
+
 [generation]
 max_new_tokens = 8
 temperature = 1.0
@@ -290,7 +295,10 @@ name = "toy_preference"
 
 def register() -> None:
     """Make the test methods and tasks known to the registries (idempotent)."""
-    for registry, items in ((METHODS, (MeanDiff,)), (TASKS, (ToySentiment, ToyToxicity, ToyPreference))):
+    for registry, items in (
+        (METHODS, (MeanDiff,)),
+        (TASKS, (ToySentiment, ToyToxicity, ToyPreference)),
+    ):
         for item in items:
             if item.name not in registry.names():
                 registry.register(item)
@@ -303,9 +311,7 @@ def make_run(out: Path, *, report: bool = False, model_dir: Path | None = None) 
     with tempfile.TemporaryDirectory() as tmp:
         model = model_dir or tiny_trained_model(Path(tmp) / "tiny-gpt2")
         experiment = Path(tmp) / "experiment.toml"
-        experiment.write_text(
-            EXPERIMENT.format(report=str(report).lower(), model=model.as_posix())
-        )
+        experiment.write_text(EXPERIMENT.format(report=str(report).lower(), model=model.as_posix()))
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             code = cli_main(["run", str(experiment), "-o", str(out), "-q"])
@@ -319,5 +325,43 @@ if __name__ == "__main__":
     if target.exists():
         shutil.rmtree(target)
     print(make_run(target))
-    shutil.rmtree(target / "records", ignore_errors=True)
-    (target / "records.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(target / "records")  # per-cell copies of records.jsonl
+
+
+# ---------------------------------------------------------------------------------- tests
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run_small"
+
+
+def _keys(path: Path) -> dict[str, set[str]]:
+    """The key sets of every result file kind in a run directory."""
+    import json
+
+    def union(items) -> set[str]:
+        return set().union(*(set(i) for i in items)) if items else set()
+
+    cells = [json.loads(line) for line in (path / "cells.jsonl").read_text().splitlines()]
+    return {
+        "manifest": set(json.loads((path / "manifest.json").read_text())),
+        "cells": union(cells),
+        "cost": union([c["cost"] for c in cells]),
+        "selection": union(json.loads((path / "selection.json").read_text())),
+        "fits": union(json.loads((path / "fits.json").read_text())),
+        "skipped": union(json.loads((path / "skipped.json").read_text())),
+    }
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow  # trains a tiny model and runs 86 cells: ~10 s on a busy 2-core machine
+def test_run_ends_with_report_and_fixture_format_is_current(tmp_path):
+    printed = make_run(tmp_path / "run", report=True)
+    report_line = [line for line in printed.splitlines() if line.startswith("report: ")]
+    assert report_line, printed
+    report = Path(report_line[0].removeprefix("report: "))
+    assert report == tmp_path / "run" / "report" / "report.md"
+    assert report.is_file() and (report.parent / "report.html").is_file()
+    assert (report.parent / "summary.json").is_file()
+    # The recorded fixture must still look like what the runner writes today.
+    assert _keys(FIXTURE) == _keys(tmp_path / "run")
