@@ -1,8 +1,9 @@
-"""What every suite shares: where records come from, seeded splits, one target per split set.
+"""What every suite shares: where records come from, the splits, one target per split set.
 
 A suite's `source` parameter is one of
 - `"testbed"` (the default): the built-in testbed's records for this suite and `seed`
-  (`tasks.testbed.records.testbed_records`), scored by the planted ground truth;
+  (`tasks.testbed.records.testbed_records`, already split: its select/test records are held out
+  from the testbed's training corpus), scored by the planted ground truth;
 - `"builtin"`: the small records in `tasks.records` (tests, smoke runs);
 - `"hub"`: the Hugging Face hub id of the original data set, through `datasets`;
 - a path: a local file or directory in the original schema (`tasks.loading`).
@@ -10,20 +11,37 @@ A suite's `source` parameter is one of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UserError
 from bench.target import SteeringTarget
-from bench.task import Example, Splits, Task
+from bench.task import Example, Splits
 from tasks.loading import Dataset, read_records, split_three
 
+SPLITS = ("fit", "select", "test")
+# The testbed's name for each suite's records (tasks.testbed.records.SUITES).
+TESTBED_SUITES = {
+    "toxicity": "toxicity",
+    "sentiment": "sentiment",
+    "fact_injection": "fact",
+    "hh_rlhf": "hh",
+    "webgpt": "webgpt",
+}
 
-def is_testbed(source: str) -> bool:
-    return source == "testbed"
+
+@dataclass(frozen=True)
+class Records:
+    """Records in the original schema: one pool to split (real data, builtin) or already split
+    (the testbed keeps select/test held out from its training corpus, so its split stands)."""
+
+    source: str
+    pool: tuple[dict[str, Any], ...] = ()
+    parts: Mapping[str, Sequence[dict[str, Any]]] | None = None
 
 
-def records_from(
+def load_records(
     source: str,
     *,
     suite: str,
@@ -32,17 +50,18 @@ def records_from(
     builtin: Callable[[], list[dict[str, Any]]],
     split: str = "train",
     data_dir: str | None = None,
-) -> tuple[list[dict[str, Any]], str]:
-    """(records in the original schema, a description of where they came from)."""
+) -> Records:
     if source == "testbed":
-        return list(testbed(suite, seed)), f"testbed:{suite}:seed={seed}"
+        parts = testbed(TESTBED_SUITES[suite], seed)
+        return Records(f"testbed:{suite}:seed={seed}", parts=parts)
     if source == "builtin":
-        return builtin(), f"builtin:{suite}"
-    return read_records(dataset, source, split=split, data_dir=data_dir)
+        return Records(f"builtin:{suite}", pool=tuple(builtin()))
+    rows, where = read_records(dataset, source, split=split, data_dir=data_dir)
+    return Records(where, pool=tuple(rows))
 
 
-def testbed(suite: str, seed: int) -> list[dict[str, Any]]:
-    """The testbed's records for `suite` (in the original schema of the real data set)."""
+def testbed(suite: str, seed: int) -> Mapping[str, Sequence[dict[str, Any]]]:
+    """The testbed's records for `suite` by split, in the original schema of the real data."""
     try:
         from tasks.testbed.records import testbed_records
     except ImportError:
@@ -50,18 +69,41 @@ def testbed(suite: str, seed: int) -> list[dict[str, Any]]:
             "the built-in testbed's records are not available in this installation; "
             "set the task's params.source to 'builtin', 'hub' or a local file"
         ) from None
-    return list(testbed_records(suite, seed))
+    return testbed_records(suite, seed)
 
 
-def make_splits(
-    examples: Sequence[Example], params: Any, source: str, *, minimum: int = 2
-) -> Splits:
-    """Seeded fit / select / test splits of the sizes in `params` (n_fit, n_select, n_test)."""
-    if len(examples) < minimum:
-        raise UserError(f"{source}: only {len(examples)} usable records (need {minimum}+)")
-    fit, select, test = split_three(
-        examples, params.n_fit, params.n_select, params.n_test, params.seed
-    )
+Parse = Callable[[dict[str, Any], str], Example | None]
+
+
+def build_splits(records: Records, parse: Parse, params: Any, note: str = "") -> Splits:
+    """Parse records into examples (None = unusable, dropped) and cut the splits.
+
+    A pool is shuffled with `params.seed` and cut into disjoint fit / select / test of sizes
+    `params.n_fit` / `n_select` / `n_test`; pre-split records keep their split, truncated to
+    those sizes. `parse(record, key)` gets a key unique across splits for example ids."""
+    sizes = {"fit": params.n_fit, "select": params.n_select, "test": params.n_test}
+    if records.parts is not None:
+        parsed = {
+            name: [parse(r, f"{name}-{i}") for i, r in enumerate(records.parts.get(name, ()))]
+            for name in SPLITS
+        }
+        kept = {name: [e for e in rows if e is not None] for name, rows in parsed.items()}
+        dropped = sum(len(parsed[n]) - len(kept[n]) for n in SPLITS if n != "fit")
+        fit, select, test = (tuple(kept[name][: sizes[name]]) for name in SPLITS)
+    else:
+        parsed_pool = [parse(r, str(i)) for i, r in enumerate(records.pool)]
+        examples = [e for e in parsed_pool if e is not None]
+        dropped = len(parsed_pool) - len(examples)
+        fit, select, test = split_three(
+            examples, sizes["fit"], sizes["select"], sizes["test"], params.seed
+        )
+    if not select or not test:
+        raise UserError(
+            f"{records.source}: no usable records for the select/test splits{note and ' ' + note}"
+        )
+    source = records.source + (f" {note}" if note else "")
+    if dropped:
+        source += f" ({dropped} records filtered out or unusable)"
     return Splits(fit=fit, select=select, test=test, source=source)
 
 
@@ -78,10 +120,6 @@ class TargetCache:
             hit = (splits, self._build(splits))
             self._cache[id(splits)] = hit
         return hit[1]
-
-
-def first_line(text: str) -> str:
-    return text.strip().split("\n", 1)[0]
 
 
 def default_samples(params: Any, real: int, testbed: int) -> int:
@@ -103,6 +141,3 @@ def check_common(params: Any) -> None:
         raise ValueError("max_new_tokens must be >= 1")
     if not params.source:
         raise ValueError("source must be 'testbed', 'builtin', 'hub' or a path")
-
-
-__all__ = ["Task", "check_common", "is_testbed", "make_splits", "records_from"]

@@ -32,7 +32,7 @@ from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits, Task
 from tasks import records as builtin_records
-from tasks.common import check_common, make_splits, records_from
+from tasks.common import build_splits, check_common, load_records
 from tasks.loading import Dataset
 
 COUNTERFACT = Dataset("CounterFact", "azhx/counterfact", "counterfact.json")
@@ -91,7 +91,7 @@ class FactParams:
             raise ValueError("n_neighborhood and n_generation_prompts must be >= 0")
 
 
-def parse_counterfact(record: dict[str, Any], index: int) -> FactExample | None:
+def parse_counterfact(record: dict[str, Any], key: str) -> FactExample | None:
     rewrite = record.get("requested_rewrite")
     if isinstance(rewrite, list):  # some copies wrap the rewrite in a one-element list
         rewrite = rewrite[0]
@@ -101,7 +101,7 @@ def parse_counterfact(record: dict[str, Any], index: int) -> FactExample | None:
     template = rewrite["prompt"]
     prompt = template.format(subject) if "{}" in template else template
     return FactExample(
-        id=f"fact:{record.get('case_id', index)}",
+        id=f"fact:{record.get('case_id', key)}",
         subject=subject,
         prompt=prompt,
         target_new=rewrite["target_new"]["str"],
@@ -197,7 +197,7 @@ class FactInjection(Task):
 
     def load(self) -> Splits:
         p = self.params
-        rows, source = records_from(
+        records = load_records(
             p.source,
             suite="fact_injection",
             seed=p.seed,
@@ -205,15 +205,18 @@ class FactInjection(Task):
             builtin=builtin_records.counterfact_records,
             split=p.split,
         )
-        parsed = [parse_counterfact(r, i) for i, r in enumerate(rows)]
-        return make_splits([e for e in parsed if e is not None], p, source)
+        return build_splits(records, parse_counterfact, p)
 
     # ------------------------------------------------------------------ target
     def statement(self, example: FactExample) -> str:
-        """The new fact as injected text (the testbed corpus marks updates with "Update:")."""
-        if self.testbed:
-            return f"Update: {example.prompt[:1].lower()}{example.prompt[1:]} {example.target_new}."
-        return example.statement
+        """The new fact as injected text; the testbed corpus marks in-context updates with
+        "Update: " ("Update: the capital of Vorland is Tessa.")."""
+        if not self.testbed:
+            return example.statement
+        sentence = example.statement
+        if not sentence.startswith(example.subject):  # "The capital of ..." -> "the capital of"
+            sentence = sentence[:1].lower() + sentence[1:]
+        return f"Update: {sentence}"
 
     def target(self, example: FactExample, splits: Splits) -> SteeringTarget:
         key = (id(splits), example.id)

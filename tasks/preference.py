@@ -32,7 +32,7 @@ from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits, Task
 from tasks import records as builtin_records
-from tasks.common import TargetCache, check_common, default_samples, make_splits, records_from
+from tasks.common import TargetCache, build_splits, check_common, default_samples, load_records
 from tasks.loading import Dataset
 from tasks.scorers import RewardScorer, finite, reward_scorer
 
@@ -119,7 +119,7 @@ def cut_reply(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- parsing
-def parse_hh(record: dict[str, Any], index: int) -> PreferenceExample | None:
+def parse_hh(record: dict[str, Any], key: str) -> PreferenceExample | None:
     """One HH-RLHF record, or None when it carries no preference."""
     chosen, rejected = record["chosen"], record["rejected"]
     cut = chosen.rfind(ASSISTANT)
@@ -134,7 +134,7 @@ def parse_hh(record: dict[str, Any], index: int) -> PreferenceExample | None:
     good, bad = chosen[len(prefix) :], rejected[len(prefix) :]
     if not good.strip() or not bad.strip() or good.strip() == bad.strip():
         return None
-    return PreferenceExample(id=f"hh-{index}", prompt=prefix, chosen=good, rejected=bad)
+    return PreferenceExample(id=f"hh-{key}", prompt=prefix, chosen=good, rejected=bad)
 
 
 def qa_prompt(question: str) -> str:
@@ -142,7 +142,7 @@ def qa_prompt(question: str) -> str:
     return f"Question: {question.strip()}\nAnswer:"
 
 
-def parse_webgpt(record: dict[str, Any], index: int) -> PreferenceExample | None:
+def parse_webgpt(record: dict[str, Any], key: str) -> PreferenceExample | None:
     """One WebGPT comparison; score_0 > 0 means answer_0 is preferred, 0 is a tie."""
     question = record["question"]
     text = question["full_text"] if isinstance(question, dict) else str(question)
@@ -151,9 +151,8 @@ def parse_webgpt(record: dict[str, Any], index: int) -> PreferenceExample | None
         return None
     score = float(record["score_0"])
     chosen, rejected = (a0, a1) if score >= 0 else (a1, a0)
-    ident = question.get("id", index) if isinstance(question, dict) else index
     return PreferenceExample(
-        id=f"webgpt-{index}-{ident}",
+        id=f"webgpt-{key}",
         prompt=qa_prompt(text),
         chosen=" " + chosen,
         rejected=" " + rejected,
@@ -168,7 +167,7 @@ class Flavour:
 
     suite: str
     dataset: Dataset
-    parse: Callable[[dict[str, Any], int], PreferenceExample | None]
+    parse: Callable[[dict[str, Any], str], PreferenceExample | None]
     builtin: Callable[[], list[dict[str, Any]]]
     testbed_attribute: str  # the testbed's judgement attribute and its noun
     testbed_noun: str
@@ -208,7 +207,7 @@ class PreferenceTask(Task):
 
     def load(self) -> Splits:
         p = self.params
-        rows, source = records_from(
+        records = load_records(
             p.source,
             suite=self.flavour.suite,
             seed=p.seed,
@@ -217,11 +216,7 @@ class PreferenceTask(Task):
             split=p.split,
             data_dir=getattr(p, "data_dir", None) or None,
         )
-        parsed = [self.flavour.parse(r, i) for i, r in enumerate(rows)]
-        examples = [e for e in parsed if e is not None]
-        dropped = len(parsed) - len(examples)
-        note = f" ({dropped} records without a preference dropped)" if dropped else ""
-        return make_splits(examples, p, source + note)
+        return build_splits(records, self.flavour.parse, p)
 
     # ------------------------------------------------------------------ target
     def suffix(self) -> SuffixQuestion:
@@ -243,16 +238,21 @@ class PreferenceTask(Task):
             instructions = (instruction(self.flavour.testbed_instruction).rstrip("\n"),)
         else:
             instructions = self.flavour.instructions
-        shortest = sorted(fit, key=lambda e: len(e.prompt) + len(e.chosen))
+        # Demonstrations and the memory text: chosen replies of moderate length (real HH
+        # transcripts can run to thousands of tokens), in fit order.
+        short = [e for e in fit if len((e.prompt + e.chosen).split()) <= 150] or fit
+        replies = [e.chosen.strip() for e in fit if len(e.chosen.split()) <= 60]
         return SteeringTarget(
             name=f"{self.flavour.suite}:preferred",
             contrast_pairs=tuple((e.prompt + e.chosen, e.prompt + e.rejected) for e in fit),
             concept_pair=self.flavour.concept_pair,
             instructions=instructions,
-            demonstrations=tuple(e.prompt + e.chosen for e in shortest[:4]),
+            demonstrations=tuple(e.prompt + e.chosen for e in short[:4]),
             suffix=self.suffix(),
             prompts=tuple(e.prompt for e in splits.fit),
-            memory=shortest[0].chosen.strip() if shortest else None,
+            # The longest such reply: on HH the detailed helpful answer rather than a one-line
+            # refusal; on WebGPT a full, cited answer.
+            memory=max(replies, key=len) if replies else None,
         )
 
     # ------------------------------------------------------------------ requests and scores

@@ -23,7 +23,14 @@ from bench.metric import Metric
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Generate, Output, Request, Scored, Splits, Task
 from tasks import records as builtin_records
-from tasks.common import TargetCache, check_common, default_samples, make_splits, records_from
+from tasks.common import (
+    TargetCache,
+    build_splits,
+    check_common,
+    default_samples,
+    load_records,
+    testbed,
+)
 from tasks.loading import Dataset, read_records, split_three
 from tasks.scorers import SentimentScorer, sentiment_scorer
 
@@ -120,20 +127,20 @@ class Sentiment(Task):
     def load(self) -> Splits:
         p = self.params
         kind = self.prompt_kind
-        rows, source = records_from(
+        records = load_records(
             p.source,
-            suite=f"sentiment-{kind}",
+            suite="sentiment",
             seed=p.seed,
             dataset=PROMPTS,
             builtin=lambda: builtin_records.dexperts_records(kind),
             split=f"{kind}_prompts",
         )
-        examples = [
-            SentimentExample(id=str(r.get("md5_hash") or f"prompt-{i}"), prompt=r["prompt"]["text"])
-            for i, r in enumerate(rows)
-            if (r.get("prompt") or {}).get("text")
-        ]
-        return make_splits(examples, p, f"{source} [{kind} prompts -> {p.direction}]")
+        return build_splits(
+            records,
+            lambda r, key: parse_prompt(r, key, kind),
+            p,
+            note=f"[{kind} prompts -> {p.direction}]",
+        )
 
     # ------------------------------------------------------------------ target
     def contrast_sentences(self) -> tuple[list[str], list[str], str]:
@@ -142,10 +149,8 @@ class Sentiment(Task):
         source = p.contrast_source
         if source == "auto":
             source = p.source if p.source in ("testbed", "builtin", "hub") else "builtin"
-        if source == "testbed":
-            from tasks.testbed.records import testbed_records
-
-            rows, where = testbed_records("sst2", p.seed), f"testbed:sst2:seed={p.seed}"
+        if source == "testbed":  # the testbed's sentiment fit split is SST-2-style sentences
+            rows, where = testbed("sentiment", p.seed)["fit"], f"testbed:sst2:seed={p.seed}"
         elif source == "builtin":
             rows, where = builtin_records.sst2_records(), "builtin:sst2"
         else:
@@ -183,7 +188,7 @@ class Sentiment(Task):
             instructions=instructions,
             demonstrations=tuple(toward[:4]),
             suffix=SuffixQuestion(question, " Yes", " No"),
-            prompts=tuple(e.prompt for e in splits.fit),
+            prompts=tuple(e.prompt for e in splits.fit) or half_sentences(toward + away),
             memory=memory,
         )
 
@@ -201,6 +206,27 @@ class Sentiment(Task):
             {self.primary_metric: rate},
             {"labels": labels, "polarity": [score for _, score in verdicts]},
         )
+
+
+def parse_prompt(record: dict[str, Any], key: str, kind: str) -> SentimentExample | None:
+    """A DExperts prompt record; records that name their prompt file (`polarity`, the
+    testbed's) are kept only for the wanted kind; records without a prompt are skipped."""
+    text = (
+        (record.get("prompt") or {}).get("text") if isinstance(record.get("prompt"), dict) else None
+    )
+    if not text or record.get("polarity", kind) != kind:
+        return None
+    return SentimentExample(id=str(record.get("md5_hash") or f"prompt-{key}"), prompt=text)
+
+
+def half_sentences(sentences: Sequence[str]) -> tuple[str, ...]:
+    """Prompts cut from sentences (their first half of words, at least two), for methods that
+    train on prompts when the source has no fit prompts (the testbed's fit split is SST-2)."""
+    out = []
+    for sentence in sentences:
+        words = sentence.split()
+        out.append(" ".join(words[: max(2, len(words) // 2)]))
+    return tuple(out)
 
 
 def sst2_sentences(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.fluency import distinct_n, fluency_scores, perplexity, repetition
 from bench.subject import ContinuationScore
-from tasks.fact import SCORE, FactExample, FactInjection, FactParams, ngram_entropy
+from tasks.fact import FactExample, FactInjection, FactParams, ngram_entropy
 from tasks.preference import HHRLHF, PreferenceExample
 from tasks.sentiment import Sentiment, SentimentExample, SentimentParams
 from tasks.toxicity import Toxicity, ToxicityExample
