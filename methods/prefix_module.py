@@ -180,6 +180,6 @@ def train_prefix(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             recorder.states.clear()
     return keys.detach(), values.detach(), losses

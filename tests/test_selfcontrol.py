@@ -1,0 +1,265 @@
+"""SelfControl: suffix tokens, delta hooks, suffix scores and gradients, the search, steering."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from bench.errors import UserError
+from bench.params import parse
+from bench.subject import GenerationSettings
+from bench.target import SteeringTarget, SuffixQuestion
+from methods.selfcontrol import Controller, SelfControl, SelfControlParams
+from methods.selfcontrol_engine import (
+    DeltaHooks,
+    Suffix,
+    decode,
+    suffix_gradients,
+    suffix_scores,
+)
+from methods.selfcontrol_search import SearchConfig, optimise
+
+QUESTION = SuffixQuestion("\nQuestion : Is the above text positive ? Answer :", " Yes", " No")
+TARGET = SteeringTarget(name="test:positive", suffix=QUESTION)
+PROMPTS = ["The movie was", "Human : how do I bake bread ? Assistant :", "I"]
+CONTEXTS = ["The movie was", "The movie was", "I hate this place ,"]
+CONTINUATIONS = [" wonderful .", " terrible .", " the food is bad"]
+GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, num_samples=2, batch_size=2)
+SAMPLED = GenerationSettings(max_new_tokens=6, temperature=1.0, num_samples=2, seed=3)
+# A large step: the tiny models are untrained, their hidden states small.
+FAST = SelfControlParams(iterations=2, step_size=4.0, loglik_max_new_tokens=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Many small ops: on a shared 2-core machine one thread is much faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ids(subject, texts):
+    return [subject.encode(t) for t in texts]
+
+
+def random_deltas(subject, hooks, rows, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    width = max(len(r) for r in rows)
+    shape = (len(hooks.layers), len(rows), width, subject.d_model)
+    return torch.randn(shape, generator=generator), torch.tensor([len(r) for r in rows])
+
+
+# ---------------------------------------------------------------------------- suffix tokens
+def test_suffix_compares_the_first_tokens_where_the_answers_differ(subject):
+    suffix = Suffix.build(subject, QUESTION)
+    assert suffix.target != suffix.contrast
+    decode_ = subject.tokenizer.decode
+    # question + first differing token spell a prefix of question + answer (a shared leading
+    # piece such as a bare space, split off by the tiny tokenizer, joins the question).
+    assert (QUESTION.question + " Yes").startswith(decode_([*suffix.question, suffix.target]))
+    assert (QUESTION.question + " No").startswith(decode_([*suffix.question, suffix.contrast]))
+    assert decode_(list(suffix.question)).startswith(QUESTION.question.lstrip("\n")[:8]) or (
+        decode_(list(suffix.question)).startswith(QUESTION.question[:8])
+    )
+    assert suffix.swapped() == Suffix(suffix.question, suffix.contrast, suffix.target)
+
+
+def test_indistinguishable_answers_are_a_user_error(gpt2_subject):
+    with pytest.raises(UserError, match="cannot be told apart"):
+        Suffix.build(gpt2_subject, SuffixQuestion("Question : ok ? Answer :", " Yes", " Yes"))
+    with pytest.raises(UserError, match="needs a suffix question"):
+        SelfControl().fit(gpt2_subject, SteeringTarget(name="none"))
+    assert not SelfControl().applies_to(SteeringTarget(name="none"))
+
+
+def test_bad_params_are_user_errors():
+    with pytest.raises(UserError, match="iterations"):
+        parse(SelfControlParams, {"iterations": 0}, "selfcontrol.params")
+    with pytest.raises(UserError, match="did you mean 'step_size'"):
+        parse(SelfControlParams, {"step": 1.0}, "selfcontrol.params")
+
+
+# ---------------------------------------------------------------------------- delta hooks
+def test_deltas_line_up_under_left_padding_and_kv_cache(subject):
+    """A row's deltas act the same in a padded batch as alone: forward and greedy generation."""
+    from bench.steering import attached
+
+    hooks = DeltaHooks(range(subject.n_layers))
+    rows = ids(subject, PROMPTS)
+    deltas, lengths = random_deltas(subject, hooks, rows)
+    with attached(subject, hooks=hooks.hooks()):
+        with hooks.active(deltas, lengths):
+            together = decode(subject, rows, lengths.tolist(), 5)
+        alone = []
+        for i, row in enumerate(rows):
+            with hooks.active(deltas[:, i : i + 1], lengths[i : i + 1]):
+                alone += decode(subject, [row], [len(row)], 5)
+        plain = decode(subject, rows, lengths.tolist(), 5)  # inactive hooks: a no-op
+    assert together == alone
+    assert plain == decode(subject, rows, lengths.tolist(), 5)
+    assert together != plain
+    assert subject.attachments == 0
+
+
+def test_deltas_touch_only_the_prompt_positions(gpt2_subject):
+    from bench.steering import attached
+
+    subject = gpt2_subject
+    hooks = DeltaHooks([0])
+    row = subject.encode("The movie was wonderful and the acting")
+    deltas, lengths = random_deltas(subject, hooks, [row[:3]])
+    with torch.no_grad(), attached(subject, hooks=hooks.hooks()):
+        with hooks.active(deltas, lengths, record=True) as steered:
+            subject.model(torch.tensor([row]))
+        with hooks.active(None, None, record=True) as plain:
+            subject.model(torch.tensor([row]))
+    diff = (steered[0] - plain[0])[0]  # (seq, d)
+    torch.testing.assert_close(diff[:3], deltas[0, 0, :3])
+    assert torch.equal(diff[3:], torch.zeros_like(diff[3:]))
+
+
+# ---------------------------------------------------------------------------- score and gradient
+def test_suffix_score_is_the_sigmoid_of_the_answer_logit_gap(subject):
+    """Checked against Subject.logprobs (right padding, another code path)."""
+    hooks = DeltaHooks([])
+    suffix = Suffix.build(subject, QUESTION)
+    prompts = ids(subject, PROMPTS)
+    responses = [subject.tokenizer(" wonderful .")["input_ids"], [], [5, 6, 7]]
+    got = suffix_scores(subject, hooks, prompts, responses, suffix, batch_size=2)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        text = subject.tokenizer.decode(list(p) + list(r) + list(suffix.question))
+        rows = [list(p) + list(r) + list(suffix.question)]
+        with torch.no_grad():
+            logits = subject.model(torch.tensor(rows)).logits[0, -1]
+        expected = torch.sigmoid(logits[suffix.target] - logits[suffix.contrast])
+        assert math.isclose(float(got[i]), float(expected), rel_tol=1e-4), text
+
+
+def test_gradient_matches_finite_differences_and_is_clipped(gpt2_subject):
+    from bench.steering import attached
+
+    subject = gpt2_subject
+    hooks = DeltaHooks(range(subject.n_layers))
+    suffix = Suffix.build(subject, QUESTION)
+    prompts, responses = ids(subject, PROMPTS[:2]), [[10, 11], [12]]
+    deltas, lengths = random_deltas(subject, hooks, prompts)
+    deltas = deltas * 0.1
+    with attached(subject, hooks=hooks.hooks()):
+        grad = suffix_gradients(subject, hooks, prompts, responses, suffix, deltas, lengths, 1e9)
+        clipped = suffix_gradients(
+            subject, hooks, prompts, responses, suffix, deltas, lengths, 0.01
+        )
+
+        def objective(d):
+            with torch.no_grad(), hooks.active(d, lengths):
+                from methods.selfcontrol_engine import suffix_logit_gap
+
+                gap = suffix_logit_gap(subject, prompts, responses, suffix)
+            return float(torch.nn.functional.logsigmoid(gap.double()).sum())
+
+        direction = torch.randn(deltas.shape, generator=torch.Generator().manual_seed(1))
+        for b, n in enumerate(lengths.tolist()):
+            direction[:, b, n:] = 0  # only prompt positions carry deltas
+        eps = 1e-2
+        numeric = (objective(deltas + eps * direction) - objective(deltas - eps * direction)) / (
+            2 * eps
+        )
+    analytic = float((grad * direction).sum())
+    assert math.isclose(analytic, numeric, rel_tol=0.05, abs_tol=1e-4)
+    short = int(lengths.argmin())
+    assert lengths[short] < grad.shape[2]
+    assert float(grad[:, short, lengths[short] :].abs().sum()) == 0  # nothing past the prompt
+    assert float(clipped.norm(dim=-1).max()) <= 0.01 + 1e-6
+    assert all(not p.requires_grad or p.grad is None for p in subject.model.parameters())
+    assert all(p.requires_grad for p in subject.model.parameters())  # flags restored
+
+
+# ---------------------------------------------------------------------------- the search
+def test_search_only_accepts_improvements(subject):
+    from bench.steering import attached
+
+    hooks = DeltaHooks(range(subject.n_layers))
+    suffix = Suffix.build(subject, QUESTION)
+    cfg = SearchConfig(2, (4.0, 8.0), 2, 1.0, 5, 4)
+    prompts = ids(subject, PROMPTS + ["The capital of", "I love this place ,"])
+    with attached(subject, hooks=hooks.hooks()):
+        found = optimise(subject, hooks, prompts, suffix, cfg)
+        rescored = suffix_scores(subject, hooks, prompts, found.responses, suffix, 8)
+    torch.testing.assert_close(rescored, found.scores)
+    assert bool((found.scores >= found.initial_scores).all())
+    moved = found.steps > 0
+    assert bool(moved.any()), "a large step should raise some tiny-model suffix score"
+    assert bool((found.scores[moved] > found.initial_scores[moved]).all())
+    assert float(found.deltas[:, ~moved].abs().sum()) == 0  # rejected steps leave no trace
+    for b, n in enumerate(found.lengths.tolist()):
+        assert float(found.deltas[:, b, n:].abs().sum()) == 0
+
+
+def test_negative_strength_steers_toward_the_contrast_answer(gpt2_subject):
+    up = Controller(gpt2_subject, FAST, QUESTION, 1.0)
+    down = Controller(gpt2_subject, FAST, QUESTION, -2.0)
+    assert down.suffix == up.suffix.swapped()
+    assert down.config(4, 2).step_sizes == tuple(2 * s for s in up.config(4, 2).step_sizes)
+
+
+# ---------------------------------------------------------------------------- steering
+def test_generation_is_steered_by_the_best_deltas_and_leaves_nothing(subject):
+    method = SelfControl(FAST)
+    state = method.fit(subject, TARGET)
+    flags = [p.requires_grad for p in subject.model.parameters()]
+    base = subject.generate(PROMPTS, GREEDY)
+    controller = method.controller(subject, state, 1.0)
+    with method._steering(controller):
+        batched = subject.generate(PROMPTS, GREEDY)  # two batches
+        steered = subject.generate(PROMPTS, replace(GREEDY, batch_size=8))  # one: inspectable
+    assert batched == steered
+    found = controller.last
+    best = [subject.tokenizer.decode(r, skip_special_tokens=True) for r in found.responses]
+    assert steered == [[b, b] for b in best]  # greedy settings: the best-scoring response wins
+    moved = (found.steps > 0).tolist()
+    for i, changed in enumerate(moved):
+        if not changed:
+            assert found.scores[i] == found.initial_scores[i]
+    assert subject.attachments == 0 and "logprobs" not in vars(subject)
+    assert [p.requires_grad for p in subject.model.parameters()] == flags
+    assert all(p.grad is None for p in subject.model.parameters())
+    assert torch.is_grad_enabled()
+    assert subject.generate(PROMPTS, GREEDY) == base
+
+
+def test_sampled_generation_is_seeded_and_counts_only_returned_tokens(gpt2_subject):
+    subject = gpt2_subject
+    method = SelfControl(FAST)
+    state = method.fit(subject, TARGET)
+    before = subject.generated_tokens
+    with method.steer(subject, state, 1.0):
+        first = subject.generate(PROMPTS, SAMPLED)
+        counted = subject.generated_tokens - before
+        second = subject.generate(PROMPTS, SAMPLED)
+    assert first == second
+    assert [len(samples) for samples in first] == [2, 2, 2]
+    # Only the 6 returned samples count (the search's candidates would be many more).
+    assert 0 < counted <= SAMPLED.max_new_tokens * 6
+
+
+def test_loglikelihoods_are_scored_under_the_context_deltas(subject):
+    method = SelfControl(FAST)
+    state = method.fit(subject, TARGET)
+    base = subject.logprobs(CONTEXTS, CONTINUATIONS)
+    controller = method.controller(subject, state, 1.0)
+    with method._steering(controller):
+        steered = subject.logprobs(CONTEXTS, CONTINUATIONS)
+    found = controller.last
+    assert len(found.lengths) == 2  # one search per distinct context
+    for i, j in enumerate([0, 0, 1]):
+        changed = abs(steered[i].logprob - base[i].logprob) > 1e-6
+        assert changed == bool(found.steps[j] > 0)
+        assert steered[i].n_tokens == base[i].n_tokens
+    assert "logprobs" not in vars(subject)
+    unsteered = SelfControl(SelfControlParams(step_size=4.0, steer_loglikelihood=False))
+    with unsteered.steer(subject, state, 1.0):
+        assert subject.logprobs(CONTEXTS, CONTINUATIONS) == base
