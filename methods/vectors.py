@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -106,6 +106,10 @@ class VectorMethod(Method):
             return pairs, pairs  # too few to hold any out: scored in-sample (meta says so)
         held = pairs[::HELD_OUT_EVERY]
         return tuple(p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY), held
+
+    def for_scoring(self) -> VectorMethod:
+        """The method that fits the vectors the layer sweep scores (at their natural scale)."""
+        return self
 
     def mask(self, state: State, *, scoring: bool = False) -> PositionMask:
         # While scoring layers every position counts (a plain forward has no generated part).
@@ -192,7 +196,10 @@ class VectorMethod(Method):
         held = held[:MAX_HELD_OUT]
         candidates = self._candidates(subject)
         site = self.params.site
-        vectors = self.fit_layers(subject, fit_pairs, [f"layers.{i}.{site}" for i in candidates])
+        # Scored at strength 1 with each layer's own scale (a unit vector would favour the
+        # early layers, whose activations are smallest).
+        points = [f"layers.{i}.{site}" for i in candidates]
+        vectors = self.for_scoring().fit_layers(subject, fit_pairs, points)
         texts = [t for t, _ in held] + [a for _, a in held]
 
         def margin() -> float:  # mean over pairs of [lp(toward) - lp(away)], per token
@@ -233,6 +240,9 @@ class CAA(VectorMethod):
         if not pairs:
             raise UserError(f"{self.name}: target '{target.name}' has no contrast_pairs")
         return pairs[: self.params.max_pairs] if self.params.max_pairs else pairs
+
+    def for_scoring(self) -> VectorMethod:
+        return type(self)(replace(self.params, normalize="mean_diff"))
 
     def differences(
         self, subject: Subject, pairs: tuple[Pair, ...], points: list[str]

@@ -231,6 +231,9 @@ def test_layer_sweep_scores_every_candidate_and_keeps_the_best():
     assert sweep["chosen"] == max(sweep["candidates"], key=lambda i: sweep["scores"][str(i)])
     assert state.meta["layers"] == [sweep["chosen"]]
     assert sweep["held_out_pairs"] == 2 and not sweep["in_sample"]  # every 4th of 6 pairs
+    # Layers are scored at their natural scale, whatever the normalisation asked for.
+    unit = CAA(CAAParams(layer="sweep", sweep_layers=(0, 1, 2), normalize="unit"))
+    assert unit.fit(subject, TARGET).meta["sweep"]["scores"] == sweep["scores"]
     # The chosen layer's vector is refit on all pairs.
     direct = CAA(CAAParams(layer=sweep["chosen"])).fit(subject, TARGET)
     torch.testing.assert_close(
