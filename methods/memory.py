@@ -33,6 +33,7 @@ from bench.steering import attached
 from bench.subject import Subject
 from bench.target import SteeringTarget
 from methods.memory_xattn import (
+    MODULE_VERSION,
     TrainConfig,
     capture,
     load_module,
@@ -147,14 +148,17 @@ class MemoryXAttnParams:
     lr: float = 2e-3
     seed: int = 0
     checkpoint_every: int = 50  # steps between resumable checkpoints (not part of the cache key)
+    # CPU threads while training (0: torch's setting). One is several times faster than two on a
+    # busy 2-core machine: the module's ops are small. Only rounding depends on it: not in the key.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         validate_position_spec(self.positions)
         for name in ("heads", "batch_size", "max_documents", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.steps < 0:
-            raise ValueError("steps must be >= 0")
+        if self.steps < 0 or self.threads < 0:
+            raise ValueError("steps and threads must be >= 0")
         if self.seq_len < 8:
             raise ValueError("seq_len must be at least 8")
         if self.lr <= 0:
@@ -189,14 +193,17 @@ class MemoryXAttn(Method):
     summary = "trained cross-attention from layer L-1 to the memory's attn_out at layer L"
     Params = MemoryXAttnParams
     default_strengths = (0.0, 0.5, 1.0, 2.0, 4.0)
-    version = "1"
+    version = f"1-module{MODULE_VERSION}"  # fitted states name a module of this version
 
     def applies_to(self, target: SteeringTarget) -> bool:
         return bool(target.memory and target.memory.strip())
 
+    def _training_options(self) -> dict:
+        return {"checkpoint_every": self.params.checkpoint_every, "threads": self.params.threads}
+
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
         config = self.params.train_config(subject)
-        key = train_module(subject, config, checkpoint_every=self.params.checkpoint_every)
+        key = train_module(subject, config, **self._training_options())
         cfg = module_config(subject, config)
         memory = memory_activations(subject, target.memory or "", cfg.memory_point)  # (m, d)
         return State(
@@ -214,7 +221,7 @@ class MemoryXAttn(Method):
         # The module named by the state; if the cache lost it, retrain (same config, same key).
         module, cfg = load_module(key, subject.device)
         if module is None:
-            key = train_module(subject, config, checkpoint_every=self.params.checkpoint_every)
+            key = train_module(subject, config, **self._training_options())
             module, cfg = load_module(key, subject.device)
         spec = self.params.positions
         memory = state.tensors["memory"].to(subject.device, torch.float32)[None]  # (1, m, d)

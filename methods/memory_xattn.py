@@ -225,10 +225,12 @@ def train_module(
     *,
     checkpoint_every: int = 50,
     progress: bool = True,
+    threads: int = 0,
     stop_after: int | None = None,
 ) -> str:
     """Train (or resume, or reuse) the module for `subject` and `config`; returns its key.
 
+    `threads` > 0 sets torch's CPU threads while training (restored afterwards).
     `stop_after` stops once that many steps are done, leaving the checkpoint behind as an
     interruption would (for budgeted runs and tests); the next call resumes.
     """
@@ -236,6 +238,25 @@ def train_module(
     directory = module_dir(key)
     if (directory / "module.safetensors").exists():
         return key
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        _train(subject, config, key, checkpoint_every, progress, stop_after)
+    finally:
+        torch.set_num_threads(previous)
+    return key
+
+
+def _train(
+    subject: Subject,
+    config: TrainConfig,
+    key: str,
+    checkpoint_every: int,
+    progress: bool,
+    stop_after: int | None,
+) -> None:
+    directory = module_dir(key)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = module_config(subject, config)
     train_texts, held_texts = split_texts(corpus_texts(config))
@@ -260,7 +281,7 @@ def train_module(
     with _frozen(subject.model), bar:
         while step < config.steps:
             if stop_after is not None and step >= stop_after:
-                return key
+                return
             start = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
@@ -302,7 +323,6 @@ def train_module(
     )
     _write_json(directory / "train.json", record)
     (directory / "checkpoint.safetensors").unlink(missing_ok=True)
-    return key
 
 
 def _loss(
