@@ -93,6 +93,7 @@ class PrefixController(Method):
     Params = PrefixParams
     default_strengths = (0.0, 1.0, 2.0)
     version = "1"
+    cost_budget = 1.2  # one small prefix read per layer (steerbench bench checks it)
 
     def teacher(self) -> Method:
         from bench.registry import METHODS  # the registry imports this package

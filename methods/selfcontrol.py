@@ -119,7 +119,7 @@ class Controller:
                 self.prompt_ids(p, s.max_new_tokens) for p in prompts[start : start + s.batch_size]
             ]
             found = self.search(batch, s.max_new_tokens, s.batch_size)
-            if s.temperature > 0:
+            if s.temperature > 0 or s.fixed_length:
                 rows = self._sample(batch, found, s, seed=s.seed * 100_003 + index)
             else:  # greedy settings: the best-scoring response itself
                 rows = [[r] * s.num_samples for r in found.responses]
@@ -134,8 +134,9 @@ class Controller:
     def _sample(
         self, batch: list[list[int]], found: Optimised, s: GenerationSettings, seed: int
     ) -> list[list[list[int]]]:
-        """`num_samples` sampled responses per prompt under its best deltas."""
-        n = s.num_samples
+        """`num_samples` responses per prompt decoded under its best deltas (sampled, or greedy
+        at a fixed length for timing)."""
+        n = s.num_samples if s.temperature > 0 else 1
         rows = [p for p in batch for _ in range(n)]
         deltas = found.deltas.repeat_interleave(n, dim=1)
         lengths = found.lengths.repeat_interleave(n)
@@ -152,8 +153,9 @@ class Controller:
                     temperature=s.temperature,
                     top_p=s.top_p,
                     seed=seed * 1_009 + k,
+                    fixed_length=s.fixed_length,
                 )
-        return [samples[i * n : (i + 1) * n] for i in range(len(batch))]
+        return [samples[i * n : (i + 1) * n] * (s.num_samples // n) for i in range(len(batch))]
 
     # ------------------------------------------------------------------ log-likelihoods
     def logprobs(

@@ -235,8 +235,10 @@ def decode(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
+    fixed_length: bool = False,
 ) -> list[list[int]]:
-    """Continue each row (greedy when temperature is 0); new tokens per row, cut at EOS.
+    """Continue each row (greedy when temperature is 0); new tokens per row, cut at EOS
+    (unless `fixed_length`: exactly max_new_tokens, as GenerationSettings.fixed_length).
 
     `prompt_lengths` declares how many leading tokens of each row are prompt, so a forced
     first token after the prompt counts as generated for the hooks.
@@ -257,6 +259,7 @@ def decode(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens if fixed_length else None,
             pad_token_id=subject.tokenizer.pad_token_id,
             eos_token_id=subject.tokenizer.eos_token_id,
             **kwargs,
@@ -264,5 +267,5 @@ def decode(
     eos = subject.tokenizer.eos_token_id
     out = []
     for row in sequences[:, ids.shape[1] :].tolist():
-        out.append(row[: row.index(eos)] if eos in row else row)
+        out.append(row[: row.index(eos)] if eos in row and not fixed_length else row)
     return out

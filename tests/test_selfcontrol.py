@@ -263,3 +263,57 @@ def test_loglikelihoods_are_scored_under_the_context_deltas(subject):
     unsteered = SelfControl(SelfControlParams(step_size=4.0, steer_loglikelihood=False))
     with unsteered.steer(subject, state, 1.0):
         assert subject.logprobs(CONTEXTS, CONTINUATIONS) == base
+
+
+# ---------------------------------------------------------------------------- in the runner
+def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, gpt2_subject):
+    import json
+
+    from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
+    from bench.registry import TASKS
+    from bench.results import RunDir
+    from bench.runner import Runner
+    from bench.state import StateCache
+    from tests.toy_task import ToyTask
+
+    TASKS._loaded()["toy"] = ToyTask
+    try:
+        fast = {"iterations": 1, "step_size": 4.0, "loglik_max_new_tokens": 3}
+        methods = (
+            MethodSpec(name="selfcontrol", strengths=(1.0,), params=fast),
+            MethodSpec(
+                name="prefix",
+                strengths=(1.0,),
+                params={
+                    "teacher_params": fast,
+                    "distill_max_new_tokens": 3,
+                    "require_improvement": False,
+                    "max_delta_ratio": 100.0,
+                    "train_steps": 5,
+                },
+            ),
+        )
+        exp = Experiment(
+            output_dir=str(tmp_path / "run"),
+            generation=GenerationConfig(max_new_tokens=4, batch_size=4),
+            methods=methods,
+            tasks=(TaskSpec(name="toy", params={"n": 2}),),
+        )
+        cache = StateCache(tmp_path / "states")
+        for attempt in range(2):
+            runner = Runner(exp, gpt2_subject, RunDir(exp.output_dir), state_cache=cache)
+            runner.progress = False
+            runner.run()
+            fits = {f["method"]: f["cached"] for f in runner.fits}
+            assert fits == {"selfcontrol": attempt == 1, "prefix": attempt == 1}
+    finally:
+        TASKS._loaded().pop("toy", None)
+    root = RunDir(exp.output_dir).root
+    cells = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
+    steered = [c for c in cells if c["strength"] == 1.0]
+    assert {c["method"] for c in steered} == {"selfcontrol", "prefix"}
+    for cell in steered:
+        assert not cell["degenerate"]
+        assert math.isfinite(cell["metrics"]["perplexity"])
+        assert cell["cost"]["generated_tokens"] <= 2 * 2 * 4  # returned samples only
+    assert gpt2_subject.attachments == 0
