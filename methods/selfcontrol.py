@@ -172,41 +172,46 @@ class Controller:
             raise ValueError("contexts and continuations differ in length")
         if transform:
             contexts = [subject.transform(c) for c in contexts]
-        unique = list(dict.fromkeys(contexts))
+        members: dict[str, list[int]] = {}  # context -> indices of its requests
+        for i, context in enumerate(contexts):
+            members.setdefault(context, []).append(i)
         max_new = self.params.loglik_max_new_tokens
-        # The tokens the scorer will see for the context (Subject.split_tokens strips trailing
-        # spaces); the deltas line up with them from the first position.
-        ids = [subject.encode(c.rstrip(" ")) or [subject.tokenizer.eos_token_id] for c in unique]
         budget = subject.max_length - max_new - len(self.suffix.question)
-        fits = [len(row) <= budget for row in ids]
-        if not all(fits):
+        scores: list[ContinuationScore | None] = [None] * len(contexts)
+        unique = list(members)
+        too_long = 0
+        for start in range(0, len(unique), batch_size):  # a batch of contexts at a time
+            chunk = unique[start : start + batch_size]
+            # The tokens the scorer sees for a context (Subject.split_tokens strips trailing
+            # spaces); the deltas line up with them from the first position.
+            ids = [subject.encode(c.rstrip(" ")) or [subject.tokenizer.eos_token_id] for c in chunk]
+            fits = [j for j, row in enumerate(ids) if len(row) <= budget]
+            too_long += len(chunk) - len(fits)
+            found = self.search([ids[j] for j in fits], max_new, batch_size) if fits else None
+            slot = {chunk[j]: k for k, j in enumerate(fits)}
+            for context in chunk:
+                k = slot.get(context)
+                steering = (
+                    self.hooks.active(found.deltas[:, k : k + 1], found.lengths[k : k + 1])
+                    if found is not None and k is not None
+                    else nullcontext()
+                )
+                rows = members[context]
+                with steering:
+                    got = Subject.logprobs(  # the real method, not this shadow
+                        subject,
+                        [context] * len(rows),
+                        [continuations[i] for i in rows],
+                        batch_size=batch_size,
+                        transform=False,
+                    )
+                for i, score in zip(rows, got):
+                    scores[i] = score
+        if too_long:
             warnings.warn(
-                f"selfcontrol: {fits.count(False)} context(s) longer than {budget} tokens are "
-                "scored unsteered",
+                f"selfcontrol: {too_long} context(s) longer than {budget} tokens scored unsteered",
                 stacklevel=2,
             )
-        steered = [i for i, ok in enumerate(fits) if ok]
-        found = self.search([ids[i] for i in steered], max_new, batch_size) if steered else None
-        slot = {unique[i]: j for j, i in enumerate(steered)}
-        scores: list[ContinuationScore | None] = [None] * len(contexts)
-        for context in unique:
-            members = [i for i, c in enumerate(contexts) if c == context]
-            j = slot.get(context)
-            context_manager = (
-                self.hooks.active(found.deltas[:, j : j + 1], found.lengths[j : j + 1])
-                if found is not None and j is not None
-                else nullcontext()
-            )
-            with context_manager:
-                got = Subject.logprobs(  # the real method, not this shadow
-                    subject,
-                    [context] * len(members),
-                    [continuations[i] for i in members],
-                    batch_size=batch_size,
-                    transform=False,
-                )
-            for i, score in zip(members, got):
-                scores[i] = score
         return scores  # type: ignore[return-value]
 
 

@@ -46,38 +46,58 @@ class Optimised:
     steps: torch.Tensor  # (n,) accepted iterations
 
 
-def _rows(deltas: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
-    return None if deltas is None else deltas.index_select(1, index)
+@dataclass(frozen=True)
+class Trial:
+    """Deltas of candidate rows, built a chunk at a time (never all step sizes at once):
+    row r is prompt r // S of `base` moved by `sizes[r % S]` along its gradient."""
+
+    base: torch.Tensor  # (K, m, L, d)
+    grad: torch.Tensor | None = None  # (K, m, L, d); None: the rows are `base` itself
+    sizes: torch.Tensor | None = None  # (S,)
+
+    @property
+    def n_sizes(self) -> int:
+        return 1 if self.sizes is None else len(self.sizes)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Deltas of trial rows `index`, (K, len(index), L, d)."""
+        if self.grad is None or self.sizes is None:
+            return self.base.index_select(1, index)
+        prompt = index // self.n_sizes
+        size = self.sizes.index_select(0, index % self.n_sizes).view(1, -1, 1, 1)
+        return self.base.index_select(1, prompt) + size * self.grad.index_select(1, prompt)
 
 
 def candidates(
     subject: Subject,
     hooks: DeltaHooks,
     prompts: Sequence[Sequence[int]],
-    deltas: torch.Tensor | None,
+    trial: Trial | None,
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
 ) -> tuple[list[list[int]], torch.Tensor]:
-    """Best-of-branches response per prompt under `deltas`, and its (unsteered) suffix score."""
+    """Best-of-branches response per trial row (prompt i under `trial.rows(i)`, no deltas when
+    `trial` is None), and its (unsteered) suffix score."""
     n, branches, eos = len(prompts), cfg.branches, subject.tokenizer.eos_token_id
     device = subject.device
     firsts = []  # top-B first tokens per prompt, under the deltas
     with torch.no_grad():
         for start in range(0, n, cfg.batch_size):
             index = torch.arange(start, min(start + cfg.batch_size, n), device=device)
-            with hooks.active(_rows(deltas, index), lengths[start : start + cfg.batch_size]):
+            deltas = None if trial is None else trial.rows(index)
+            with hooks.active(deltas, lengths[start : start + cfg.batch_size]):
                 logits = last_logits(subject, prompts[start : start + cfg.batch_size])
             firsts.append(logits.topk(branches, dim=-1).indices.cpu())  # (chunk, B)
     first = torch.cat(firsts).flatten().tolist()  # row i * B + b
     rows = [list(prompts[i // branches]) + [first[i]] for i in range(n * branches)]
     row_lengths = lengths.repeat_interleave(branches)
-    expanded = None if deltas is None else deltas.repeat_interleave(branches, dim=1)
     responses: list[list[int]] = []
     for start in range(0, len(rows), cfg.batch_size):
         end = start + cfg.batch_size
-        index = torch.arange(start, min(end, len(rows)), device=device)
-        with hooks.active(_rows(expanded, index), row_lengths[start:end]):
+        index = torch.arange(start, min(end, len(rows)), device=device) // branches
+        deltas = None if trial is None else trial.rows(index)
+        with hooks.active(deltas, row_lengths[start:end]):
             tails = decode(
                 subject, rows[start:end], row_lengths[start:end].tolist(), cfg.max_new_tokens - 1
             )
@@ -154,10 +174,8 @@ def optimise(
             suffix,
             cfg,
         )
-        # Every candidate step size for every prompt: row j * S + k.
-        trial = (current.unsqueeze(2) + sizes.view(1, 1, -1, 1, 1) * grad.unsqueeze(2)).flatten(
-            1, 2
-        )  # (K, m * S, L, d)
+        # Every candidate step size for every prompt: trial row j * S + k.
+        trial = Trial(current, grad, sizes)
         trial_prompts = [p for p in sub_prompts for _ in range(n_sizes)]
         trial_lengths = sub_lengths.repeat_interleave(n_sizes)
         trial_responses, trial_scores = candidates(
@@ -170,7 +188,7 @@ def optimise(
             k = int(best[j])
             if trial_scores[j, k] > scores[i]:  # accept only an improvement, else stop
                 row = j * n_sizes + k
-                acc[:, i] = trial[:, row]
+                acc[:, i] = trial.rows(torch.tensor([row], device=device))[:, 0]
                 responses[i] = trial_responses[row]
                 scores[i] = trial_scores[j, k]
                 steps[i] += 1
