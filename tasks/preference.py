@@ -115,7 +115,7 @@ def preference_scores(
 def cut_reply(text: str) -> str:
     """A generated reply up to where the model starts another turn or section."""
     ends = [i for i in (text.find(stop) for stop in STOPS) if i >= 0]
-    return text[: min(ends)] if ends else text
+    return text[: min(ends)].rstrip() if ends else text
 
 
 # ---------------------------------------------------------------------- parsing

@@ -79,7 +79,7 @@ def test_sst2_tsv_gives_contrast_pairs_for_either_direction():
     rows, _ = read_records(SST2, str(path))
     positive, negative = sst2_sentences(rows)
     assert len(positive) + len(negative) == 6920 and min(len(positive), len(negative)) > 3000
-    params = dict(source="builtin", contrast_source=str(path), n_fit=10)
+    params = dict(source="builtin", contrast_source=str(path), n_fit=10, n_select=2, n_test=4)
     for direction in ("positive", "negative"):
         task = Sentiment(SentimentParams(direction=direction, **params))
         splits = task.load()

@@ -142,3 +142,39 @@ def test_heuristic_reward_prefers_a_civil_reply_to_an_insult_or_a_loop():
         ],
     )
     assert civil > max(insult, loop, empty)
+
+
+# ---------------------------------------------------------------------- end-to-end helper
+def run_suite(tmp_path, subject, task: str, params: dict, methods=("prompting", "caa")) -> dict:
+    """Run `task` through bench.runner.Runner on a tiny subject; the consolidated results."""
+    from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
+    from bench.results import RunDir, read_jsonl
+    from bench.runner import Runner
+
+    specs = tuple(MethodSpec(name=m, strengths=(1.0,)) for m in methods)
+    exp = Experiment(
+        output_dir=str(tmp_path / "run"),
+        generation=GenerationConfig(max_new_tokens=4, batch_size=16),
+        methods=specs,
+        tasks=(TaskSpec(name=task, params=params),),
+        seeds=(0,),
+    )
+    import torch
+
+    # One thread: on a shared 2-core machine torch's default threads make tiny models ~10x
+    # slower. Restored afterwards for the rest of the session.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = Runner(exp, subject, RunDir(exp.output_dir), progress=False)
+        runner.run()
+    finally:
+        torch.set_num_threads(threads)
+    root = RunDir(exp.output_dir).root
+    return {
+        "cells": list(read_jsonl(root / "cells.jsonl")),
+        "records": list(read_jsonl(root / "records.jsonl")),
+        "skipped": runner.skipped,
+        "fits": runner.fits,
+        "task": runner.tasks[0],
+    }
