@@ -237,9 +237,9 @@ def build_report(
     budget_text = (
         f"perplexity within x{fluency_budget:g} of the unsteered model (re-applied by the report)"
         if fluency_budget is not None
-        else "the run's own budget ("
+        else "perplexity within "
         + ", ".join(f"x{r.budget:g}" for r in runs)
-        + " unsteered perplexity)"
+        + " of the unsteered model, as chosen by the run"
     )
     blocks: list[Block] = [Heading(1, title)]
     blocks.append(

@@ -17,7 +17,7 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from reports.headline import FLUENCY, Curve, Headline, Point
 
@@ -73,6 +73,17 @@ def _finite(*values: float) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
+def _log_axis(ax) -> None:
+    """Log x axis with plain-number labels, fewer per decade as the range grows."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _grid(n: int, ncols: int, width: float, height: float, sharey: bool) -> tuple[Figure, list]:
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
@@ -115,6 +126,7 @@ def strength_figure(task: str, views: Sequence[TaskView], colours: Mapping[str, 
                         mew=1.8, ls="none", zorder=6)  # fmt: skip
         ax.set_title(_wrap(method), fontsize=10)
         ax.set_xlabel("strength (the method's own units)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.grid(alpha=0.3)
     for ax in axes[len(methods) :]:
         ax.set_axis_off()
@@ -212,10 +224,9 @@ def fluency_figure(
             if metric == "perplexity" and limit:
                 ax.axvline(limit, color="0.35", ls=LINESTYLES[k % len(LINESTYLES)], lw=1)
         if metric == "perplexity":
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            _log_axis(ax)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_xlabel(AXIS_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     for ax in axes[:: min(3, len(axes))]:
@@ -295,6 +306,7 @@ def overview_figure(
         higher = rows[0].higher_is_better.get(rows[0].primary_metric, True)
         ax.set_xlabel(f"{rows[0].primary_metric} on test ({direction(higher)})")
         ax.set_title(task, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(tasks) :]:
         ax.set_axis_off()
