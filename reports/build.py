@@ -48,8 +48,8 @@ def _with_ratio(row: Headline, metric: str) -> str:
     return f"{fmt(value)} ({times(row.ratio(metric))})"
 
 
-def headline_table(per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
-    """Rows: per run, the unsteered reference then each method's operating point."""
+def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
+    """Rows: per run, the unsteered reference, each method's operating point, skipped pairs."""
     multi = len(runs) > 1
     first = {r.method: r for r in per_run[0]} if per_run else {}
     header = [
@@ -121,6 +121,18 @@ def headline_table(per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -
                     "; ".join(row.notes),
                 )
             )
+    for run in runs:  # a method that could not run on the suite is still a visible row
+        for entry in run.skipped:
+            if entry.get("task") == task:
+                blanks = ["–"] * (len(header) - 2 - multi)
+                rows.append(
+                    (
+                        str(entry.get("method")),
+                        *([run.label] if multi else []),
+                        *blanks,
+                        f"skipped: {entry.get('reason', '')}",
+                    )  # fmt: skip
+                )
     numeric = frozenset(i for i, h in enumerate(header) if h not in ("method", "run", "notes"))
     return Table(tuple(header), tuple(rows), frozenset(strong), numeric)
 
@@ -274,7 +286,7 @@ def build_report(
             continue
         primary = next(rows[0].primary_metric for rows in per_run if rows)
         blocks.append(Para(f"Effect metric: {primary}."))
-        blocks.append(headline_table(per_run, runs))
+        blocks.append(headline_table(task, per_run, runs))
         views = _views(runs, tables, task)
         if not views:
             continue

@@ -117,6 +117,7 @@ def test_markdown_links_every_figure_and_shows_tables(built):
     assert text.count("| method | strength | effect (select)") == 3
     assert "unsteered (reference)" in text
     assert "skipped prompting on toy_preference" in text
+    assert "| prompting | – |" in text and "skipped: prompting needs what" in text
     for fact in ("model fingerprint", "git", "wall time", "seeds", "versions", "scorers"):
         assert fact in text
 
@@ -221,7 +222,7 @@ def test_budget_choice_without_test_cells_is_reported_not_invented(tmp_path):
     assert r["strength"] > 0 and r["measured_on_test"] is False and r["metrics"] == {}
     assert "no test cells at strength" in r["notes"][0]
     loaded = load_run(run)
-    table = headline_table([headlines(loaded, "toy_toxicity", 1000)], [loaded])
+    table = headline_table("toy_toxicity", [headlines(loaded, "toy_toxicity", 1000)], [loaded])
     assert "not measured" in table.md(run)
 
 
@@ -249,7 +250,7 @@ def test_best_per_suite_must_beat_the_unsteered_model(tmp_path):
     assert row(summary, "toy_sentiment", "meandiff")["best"] is True
     assert row(summary, "toy_sentiment", "prompting")["best"] is False
     loaded = load_run(run)
-    table = headline_table([headlines(loaded, "toy_sentiment")], [loaded])
+    table = headline_table("toy_sentiment", [headlines(loaded, "toy_sentiment")], [loaded])
     assert "| **★ meandiff** |" in table.md(run)
     assert '<tr class="best"><td>★ meandiff</td>' in table.html()
 
