@@ -1,0 +1,47 @@
+"""Entry points for ``steerbench testbed build|check`` (the core CLI parses the arguments)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .build import build_testbed, read_info, testbed_dir
+from .check import all_pass, format_vital_signs, vital_signs
+
+
+def build_command(seed: int = 0, cache_dir: Path | None = None, force: bool = False) -> int:
+    """Build (or, with ``force``, rebuild) the testbed; print its path and timings. Exit code."""
+    target = testbed_dir(seed, cache_dir)
+    info = read_info(target)
+    if info is not None and not force:
+        print(f"testbed already built: {target}")
+        _print_info(info)
+        return 0
+    print(f"building testbed (seed {seed}) into {target} ...", flush=True)
+    build_testbed(target, seed, progress=True)
+    _print_info(read_info(target) or {})
+    print(target)
+    return 0
+
+
+def check_command(seed: int = 0, cache_dir: Path | None = None, n: int = 96) -> int:
+    """Print the vital-signs table of the (built or cached) testbed; 0 when all targets pass."""
+    from .build import ensure_testbed
+
+    model_dir = ensure_testbed(seed, cache_dir, progress=True)
+    start = time.perf_counter()
+    signs = vital_signs(model_dir, n=n, seed=seed)
+    print(f"testbed {model_dir} (n={n}, {time.perf_counter() - start:.0f} s)")
+    print(format_vital_signs(signs))
+    ok = all_pass(signs)
+    print("all targets met" if ok else "some targets FAILED", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _print_info(info: dict) -> None:
+    timings = info.get("timings", {})
+    if timings:
+        print("timings: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+    if "weights_sha256" in info:
+        print(f"weights sha256: {info['weights_sha256']}")
