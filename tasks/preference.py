@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.metric import Metric, mean
@@ -34,7 +34,7 @@ from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored
 from tasks import records as builtin_records
 from tasks.common import TargetCache, build_splits, check_common, default_samples, load_records
 from tasks.loading import Dataset
-from tasks.scorers import RewardScorer, finite, reward_scorer
+from tasks.scorers import RewardScorer, finite, resolve_spec, reward_scorer
 
 YES, NO = " Yes", " No"
 ASSISTANT = "\n\nAssistant:"
@@ -184,6 +184,11 @@ class PreferenceTask(Task):
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
+        # Resolve "auto" now: the parameters (and the cells' cache keys) name the real scorer.
+        spec = resolve_spec(
+            self.params.reward_model, testbed=self.params.source == "testbed", what="reward"
+        )
+        self.params = replace(self.params, reward_model=spec)
         self._target = TargetCache(self._build_target)
         self._scorer: RewardScorer | None = None
 

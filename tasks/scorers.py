@@ -316,26 +316,32 @@ def _split(spec: str) -> tuple[str, str]:
     return kind, arg
 
 
-def _resolve(
-    spec: str,
-    *,
-    testbed: bool,
-    default_model: str,
-    builders: dict[str, Callable[[str], object]],
-    what: str,
-):
-    """`builders` maps a kind ("hf", "truth", the fallback's name) to a factory of its arg."""
+# kind -> (default open model, offline fallback, all spec kinds)
+KINDS = {
+    "toxicity": (DEFAULT_TOXICITY_MODEL, "sklearn"),
+    "sentiment": (DEFAULT_SENTIMENT_MODEL, "vader"),
+    "reward": (DEFAULT_REWARD_MODEL, "heuristic"),
+}
+
+
+def resolve_spec(spec: str, *, testbed: bool, what: str) -> str:
+    """The concrete scorer spec for `spec` ("auto" resolved; others checked), so that a task's
+    parameters (and with them its cells' cache keys) name the scorer actually used."""
+    default_model, fallback = KINDS[what]
     if spec == "auto":
         if testbed:
-            spec = "truth"
-        elif hf_available(default_model):
-            spec = f"hf:{default_model}"
-        else:
-            spec = next(k for k in builders if k not in ("hf", "truth"))
+            return "truth"
+        return f"hf:{default_model}" if hf_available(default_model) else fallback
     kind, arg = _split(spec)
-    if kind not in builders or (kind == "hf" and not arg):
-        options = ", ".join(["auto", *(f"{k}:<model>" if k == "hf" else k for k in builders)])
+    if kind not in ("hf", "truth", fallback) or (kind == "hf" and not arg):
+        options = ", ".join(("auto", "truth", fallback, "hf:<model>"))
         raise UserError(f"unknown {what} scorer '{spec}'; use one of {options}")
+    return spec
+
+
+def _resolve(spec: str, *, testbed: bool, what: str, builders: dict[str, Callable[[str], object]]):
+    """`builders` maps a kind ("hf", "truth", the fallback's name) to a factory of its arg."""
+    kind, arg = _split(resolve_spec(spec, testbed=testbed, what=what))
     return builders[kind](arg)
 
 
@@ -343,7 +349,6 @@ def toxicity_scorer(spec: str, *, testbed: bool, training: str = "builtin") -> T
     return _resolve(
         spec,
         testbed=testbed,
-        default_model=DEFAULT_TOXICITY_MODEL,
         what="toxicity",
         builders={
             "sklearn": lambda _: SklearnToxicity(training),
@@ -357,7 +362,6 @@ def sentiment_scorer(spec: str, *, testbed: bool) -> SentimentScorer:
     return _resolve(
         spec,
         testbed=testbed,
-        default_model=DEFAULT_SENTIMENT_MODEL,
         what="sentiment",
         builders={
             "vader": lambda _: Vader(),
@@ -371,7 +375,6 @@ def reward_scorer(spec: str, *, testbed: bool, suite: str) -> RewardScorer:
     return _resolve(
         spec,
         testbed=testbed,
-        default_model=DEFAULT_REWARD_MODEL,
         what="reward",
         builders={
             "heuristic": lambda _: HeuristicReward(SklearnToxicity()),

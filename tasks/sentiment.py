@@ -15,7 +15,7 @@ from its fit split: (target-sentiment sentence, opposite sentence) pairs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bench.errors import UserError
@@ -32,7 +32,7 @@ from tasks.common import (
     testbed,
 )
 from tasks.loading import Dataset, read_records, split_three
-from tasks.scorers import SentimentScorer, sentiment_scorer
+from tasks.scorers import SentimentScorer, resolve_spec, sentiment_scorer
 
 PROMPTS = Dataset("DExperts sentiment prompts", None, "sentiment_prompts-10k/neutral_prompts.jsonl")
 SST2 = Dataset("SST-2", "stanfordnlp/sst2", "sst2_train.tsv.gz", columns=("label", "sentence"))
@@ -100,6 +100,11 @@ class Sentiment(Task):
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
+        # Resolve "auto" now: the parameters (and the cells' cache keys) name the real scorer.
+        spec = resolve_spec(
+            self.params.scorer, testbed=self.params.source == "testbed", what="sentiment"
+        )
+        self.params = replace(self.params, scorer=spec)
         direction = self.params.direction
         self.metrics = (rate_metric(direction),)
         self.primary_metric = f"{direction}_rate"
