@@ -278,6 +278,11 @@ def run_check(args: argparse.Namespace) -> int:
     if getattr(args, "update_baseline", False):
         if baseline_path.is_dir():
             raise UserError(f"--update-baseline writes a file; {baseline_path} is a directory")
+        if run.get("status") not in ("complete", None):
+            raise UserError(
+                f"{run_path}: run status is '{run.get('status')}'; finish the run (run it again "
+                "to resume) before making it the baseline"
+            )
         write_summary(baseline_path, summary([dict(run)], None))
         print(f"baseline written: {baseline_path} ({len(run.get('rows', []))} method x suite rows)")
         return 0

@@ -66,6 +66,9 @@ def test_update_baseline_writes_the_runs_summary(setup, capsys):
     assert main(["check", str(run), "--baseline", str(baseline), "--update-baseline"]) == 0
     assert "baseline written" in capsys.readouterr().out
     assert check(run, baseline)[0] == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    assert main(["check", str(run), "--baseline", str(baseline), "--update-baseline"]) == 2
 
 
 def test_unchanged_rerun_holds(setup, capsys):

@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,8 +294,13 @@ name = "toy_preference"
 """
 
 
-def register() -> None:
-    """Make the test methods and tasks known to the registries (idempotent)."""
+@contextlib.contextmanager
+def registered() -> Iterator[None]:
+    """The test methods and tasks are known to the registries inside the context only, so
+    other tests that list every registered method or task never see them.
+
+    (The registry has no public removal; this pops from its loaded dict.)"""
+    added = []
     for registry, items in (
         (METHODS, (MeanDiff,)),
         (TASKS, (ToySentiment, ToyToxicity, ToyPreference)),
@@ -302,13 +308,26 @@ def register() -> None:
         for item in items:
             if item.name not in registry.names():
                 registry.register(item)
+                added.append((registry, item.name))
+    try:
+        yield
+    finally:
+        for registry, name in added:
+            registry._loaded().pop(name, None)
 
 
 def make_run(out: Path, *, report: bool = False, model_dir: Path | None = None) -> str:
     """Run the small experiment into `out`; returns what `steerbench run` printed."""
-    register()
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core machine
+    try:
+        return _make_run(out, report, model_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_run(out: Path, report: bool, model_dir: Path | None) -> str:
+    with tempfile.TemporaryDirectory() as tmp, registered():
         model = model_dir or tiny_trained_model(Path(tmp) / "tiny-gpt2")
         experiment = Path(tmp) / "experiment.toml"
         experiment.write_text(EXPERIMENT.format(report=str(report).lower(), model=model.as_posix()))
