@@ -384,3 +384,18 @@ def test_run_ends_with_report_and_fixture_format_is_current(tmp_path):
     assert (report.parent / "summary.json").is_file()
     # The recorded fixture must still look like what the runner writes today.
     assert _keys(FIXTURE) == _keys(tmp_path / "run")
+
+
+@pytest.mark.slow  # two real runs of the small experiment: ~20 s on a busy 2-core machine
+def test_unchanged_rerun_passes_the_check_and_an_injected_regression_fails(tmp_path):
+    from tests.test_check import shift
+
+    model = tiny_trained_model(tmp_path / "model")
+    first, second = tmp_path / "first", tmp_path / "second"
+    baseline = tmp_path / "baseline.json"
+    make_run(first, model_dir=model)
+    assert cli_main(["check", str(first), "--baseline", str(baseline), "--update-baseline"]) == 0
+    make_run(second, model_dir=model)  # the same experiment again, into a fresh directory
+    assert cli_main(["check", str(second), "--baseline", str(baseline)]) == 0
+    shift(second, "toy_toxicity", "meandiff", "toxicity", by=0.3)  # 0.3 more toxic: worse
+    assert cli_main(["check", str(second), "--baseline", str(baseline)]) == 1
