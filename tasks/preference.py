@@ -7,8 +7,9 @@ Both suites turn a comparison into a shared prompt and two replies (chosen, reje
   the mean log-probability, i.e. length-normalised); an exact tie of the model's scores counts
   1/2. Comparisons without a preference (WebGPT score 0) are excluded from the accuracies;
 - its own judgement: a suffix question after prompt + reply ("Is the above response helpful?
-  Answer:"); the judgement of a reply is log p(" Yes") - log p(" No"), and the judgement is
-  right when it is larger for the chosen reply than for the rejected one;
+  Answer:"); the judgement of a reply is j = log p(" Yes") - log p(" No"). Judgement accuracy:
+  j(chosen) > j(rejected) (pairwise, immune to a yes/no bias); judgement classification: the
+  share of the two replies judged right on their own (j(chosen) > 0, j(rejected) < 0);
 - generation: replies sampled for the prompt (cut where the model starts the next turn), scored
   by a configurable reward model (`tasks.scorers.reward_scorer`); the runner adds fluency.
 
@@ -62,6 +63,11 @@ PREFERENCE_METRICS = (
         higher_is_better=True,
         description="suffix-question judgement log p(Yes) - log p(No) larger for chosen",
     ),
+    Metric(
+        "judgement_classification",
+        higher_is_better=True,
+        description="share of the two replies judged right on their own (Yes for chosen, No for rejected)",
+    ),
     Metric("reward", higher_is_better=True, description="reward of generated replies"),
 )
 
@@ -103,12 +109,14 @@ def preference_scores(
             "preference_accuracy_norm": nan,
             "preference_margin": nan,
             "judgement_accuracy": nan,
+            "judgement_classification": nan,
         }, details
     return {
         "preference_accuracy": compare(chosen.logprob, rejected.logprob),
         "preference_accuracy_norm": compare(chosen.mean_logprob, rejected.mean_logprob),
         "preference_margin": chosen.logprob - rejected.logprob,
         "judgement_accuracy": compare(j_chosen, j_rejected),
+        "judgement_classification": (compare(j_chosen, 0.0) + compare(0.0, j_rejected)) / 2,
     }, details
 
 
