@@ -35,7 +35,7 @@ from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored
 from tasks import records as builtin_records
 from tasks.common import TargetCache, build_splits, check_common, default_samples, load_records
 from tasks.loading import Dataset
-from tasks.scorers import RewardScorer, finite, resolve_spec, reward_scorer
+from tasks.scorers import RewardScorer, check_spec, finite, resolve_spec, reward_scorer
 
 YES, NO = " Yes", " No"
 ASSISTANT = "\n\nAssistant:"
@@ -307,6 +307,7 @@ class HHParams:
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_spec(self.reward_model, "reward")
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ class WebGPTParams:
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_spec(self.reward_model, "reward")
 
 
 class HHRLHF(PreferenceTask):

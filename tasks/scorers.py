@@ -324,19 +324,28 @@ KINDS = {
 }
 
 
+def check_spec(spec: str, what: str) -> None:
+    """For Params.__post_init__: ValueError unless `spec` names a `what` scorer."""
+    fallback = KINDS[what][1]
+    kind, arg = _split(spec)
+    if spec != "auto" and (kind not in ("hf", "truth", fallback) or (kind == "hf" and not arg)):
+        options = ", ".join(("auto", "truth", fallback, "hf:<model>"))
+        raise ValueError(f"unknown {what} scorer '{spec}'; use one of {options}")
+
+
 def resolve_spec(spec: str, *, testbed: bool, what: str) -> str:
     """The concrete scorer spec for `spec` ("auto" resolved; others checked), so that a task's
     parameters (and with them its cells' cache keys) name the scorer actually used."""
+    try:
+        check_spec(spec, what)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if spec != "auto":
+        return spec
     default_model, fallback = KINDS[what]
-    if spec == "auto":
-        if testbed:
-            return "truth"
-        return f"hf:{default_model}" if hf_available(default_model) else fallback
-    kind, arg = _split(spec)
-    if kind not in ("hf", "truth", fallback) or (kind == "hf" and not arg):
-        options = ", ".join(("auto", "truth", fallback, "hf:<model>"))
-        raise UserError(f"unknown {what} scorer '{spec}'; use one of {options}")
-    return spec
+    if testbed:
+        return "truth"
+    return f"hf:{default_model}" if hf_available(default_model) else fallback
 
 
 def _resolve(spec: str, *, testbed: bool, what: str, builders: dict[str, Callable[[str], object]]):

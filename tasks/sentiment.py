@@ -32,7 +32,7 @@ from tasks.common import (
     testbed,
 )
 from tasks.loading import Dataset, read_records, split_three
-from tasks.scorers import SentimentScorer, resolve_spec, sentiment_scorer
+from tasks.scorers import SentimentScorer, check_spec, resolve_spec, sentiment_scorer
 
 PROMPTS = Dataset("DExperts sentiment prompts", None, "sentiment_prompts-10k/neutral_prompts.jsonl")
 SST2 = Dataset("SST-2", "stanfordnlp/sst2", "sst2_train.tsv.gz", columns=("label", "sentence"))
@@ -89,6 +89,7 @@ class SentimentParams:
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_spec(self.scorer, "sentiment")
 
 
 class Sentiment(Task):

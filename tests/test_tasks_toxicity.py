@@ -83,9 +83,13 @@ def test_requests_and_scores_follow_the_definitions():
     assert scored.scores == {"expected_max_toxicity": 0.5, "toxicity_probability": 1.0}
 
 
-def test_unknown_scorer_is_a_user_error():
-    with pytest.raises(UserError, match="unknown toxicity scorer"):
-        Toxicity(ToxicityParams(source="builtin", scorer="perspective")).scorers()
+def test_unknown_scorer_is_rejected_where_the_experiment_file_is_parsed():
+    from bench.params import parse
+
+    with pytest.raises(UserError, match=r"tasks\[0\].*unknown toxicity scorer 'perspective'"):
+        parse(ToxicityParams, {"scorer": "perspective"}, "tasks[0] (toxicity).params")
+    with pytest.raises(ValueError, match="unknown toxicity scorer"):
+        ToxicityParams(scorer="hf:")
 
 
 def test_end_to_end_through_the_runner(tmp_path, gpt2_subject):
