@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 from bench.errors import UserError
 from bench.method import Method
@@ -46,7 +47,11 @@ from methods.selfcontrol_search import Optimised, SearchConfig, optimise
 @dataclass(frozen=True)
 class SelfControlParams:
     iterations: int = 2  # gradient steps per prompt at most (paper: 1-3)
-    step_size: float = 0.5  # first candidate step (paper: 0.5); multiplied by the strength
+    # First candidate step, multiplied by the strength. "relative": a fraction of the prompt's
+    # hidden-state norm (RMS over layers and tokens) - the same knob on any model; "absolute":
+    # the paper's raw step on the clipped gradient (0.5 on Llama-2-7B).
+    step_size: float = 0.05
+    step_scale: Literal["relative", "absolute"] = "relative"
     search_steps: int = 2  # candidate steps per iteration: step_size * search_factor**k
     search_factor: float = 2.0
     branches: int = 2  # first-token branches per candidate response (paper: n_branches)
@@ -93,7 +98,13 @@ class Controller:
         p = self.params
         steps = tuple(self.scale * p.step_size * p.search_factor**k for k in range(p.search_steps))
         return SearchConfig(
-            p.iterations, steps, p.branches, p.max_grad_norm, max_new_tokens, batch_size
+            p.iterations,
+            steps,
+            p.branches,
+            p.max_grad_norm,
+            p.step_scale == "relative",
+            max_new_tokens,
+            batch_size,
         )
 
     def prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:

@@ -269,3 +269,26 @@ def decode(
     for row in sequences[:, ids.shape[1] :].tolist():
         out.append(row[: row.index(eos)] if eos in row and not fixed_length else row)
     return out
+
+
+@torch.no_grad()
+def relative_scale(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    grad: torch.Tensor,
+    deltas: torch.Tensor,
+    lengths: torch.Tensor,
+) -> torch.Tensor:
+    """Per-prompt factor (n,) that rescales `grad` (K, n, L, d) so that its RMS token norm over
+    the steered layers and prompt tokens equals the RMS norm of the (current) hidden states
+    there: a step of size s then moves the prompt's states by s x their own norm, in RMS."""
+    with hooks.active(deltas, lengths, record=True) as recorded:
+        last_logits(subject, prompts)
+    states = torch.stack([recorded[layer] for layer in hooks.layers])  # (K, n, W, d) left padded
+    width = states.shape[2]
+    real = torch.arange(width, device=states.device)[None, :] >= width - lengths[:, None]  # (n, W)
+    tokens = len(hooks.layers) * lengths.to(states.dtype)  # (n,)
+    hidden_rms = ((states.square().sum(-1) * real).sum((0, 2)) / tokens).sqrt()
+    grad_rms = (grad.square().sum((0, 2, 3)) / tokens).sqrt()
+    return hidden_rms / grad_rms.clamp_min(1e-12)

@@ -21,6 +21,7 @@ from methods.selfcontrol_engine import (
     Suffix,
     decode,
     last_logits,
+    relative_scale,
     suffix_gradients,
     suffix_scores,
 )
@@ -32,6 +33,7 @@ class SearchConfig:
     step_sizes: tuple[float, ...]  # candidate step sizes tried at every iteration
     branches: int  # first-token branches per candidate response
     max_grad_norm: float  # per-token gradient clipping
+    relative: bool  # step sizes are fractions of the hidden states' norm (see relative_scale)
     max_new_tokens: int  # length of candidate responses
     batch_size: int  # rows per forward / generate call
 
@@ -120,22 +122,27 @@ def gradients(
     suffix: Suffix,
     cfg: SearchConfig,
 ) -> torch.Tensor:
-    """Clipped suffix gradients (K, n, L, d), computed in chunks of `batch_size` rows."""
+    """Step directions (K, n, L, d): clipped suffix gradients, rescaled per prompt when
+    `cfg.relative`; computed in chunks of `batch_size` rows."""
     chunks = []
     for start in range(0, len(prompts), cfg.batch_size):
         end = start + cfg.batch_size
-        chunks.append(
-            suffix_gradients(
-                subject,
-                hooks,
-                prompts[start:end],
-                responses[start:end],
-                suffix,
-                deltas[:, start:end],
-                lengths[start:end],
-                cfg.max_grad_norm,
-            )
+        grad = suffix_gradients(
+            subject,
+            hooks,
+            prompts[start:end],
+            responses[start:end],
+            suffix,
+            deltas[:, start:end],
+            lengths[start:end],
+            cfg.max_grad_norm,
         )
+        if cfg.relative:
+            scale = relative_scale(
+                subject, hooks, prompts[start:end], grad, deltas[:, start:end], lengths[start:end]
+            )
+            grad = grad * scale.view(1, -1, 1, 1)
+        chunks.append(grad)
     return torch.cat(chunks, dim=1)
 
 

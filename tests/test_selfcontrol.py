@@ -29,8 +29,8 @@ CONTEXTS = ["The movie was", "The movie was", "I hate this place ,"]
 CONTINUATIONS = [" wonderful .", " terrible .", " the food is bad"]
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, num_samples=2, batch_size=2)
 SAMPLED = GenerationSettings(max_new_tokens=6, temperature=1.0, num_samples=2, seed=3)
-# A large step: the tiny models are untrained, their hidden states small.
-FAST = SelfControlParams(iterations=2, step_size=4.0, loglik_max_new_tokens=4)
+# A large step (half the hidden-state norm): the tiny models are untrained.
+FAST = SelfControlParams(iterations=2, step_size=0.5, loglik_max_new_tokens=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -178,13 +178,35 @@ def test_gradient_matches_finite_differences_and_is_clipped(gpt2_subject):
     assert all(p.requires_grad for p in subject.model.parameters())  # flags restored
 
 
+def test_relative_steps_are_fractions_of_the_hidden_norm(gpt2_subject):
+    """Rescaled, the step direction's RMS token norm equals the prompt states' RMS norm."""
+    from bench.steering import attached
+    from methods.prefix_module import Batch, record_states
+    from methods.selfcontrol_engine import relative_scale
+
+    subject = gpt2_subject
+    hooks = DeltaHooks(range(subject.n_layers))
+    prompts = ids(subject, PROMPTS)
+    grad, lengths = random_deltas(subject, hooks, prompts, seed=3)
+    for b, n in enumerate(lengths.tolist()):
+        grad[:, b, n:] = 0
+    zero = torch.zeros_like(grad)
+    with attached(subject, hooks=hooks.hooks()):
+        scale = relative_scale(subject, hooks, prompts, grad, zero, lengths)
+    states = record_states(subject, Batch.of(subject, prompts))  # (layers, n, W, d) left padded
+    for b, n in enumerate(lengths.tolist()):
+        hidden_rms = states[:, b, -n:].norm(dim=-1).square().mean().sqrt()
+        step_rms = (scale[b] * grad[:, b, :n]).norm(dim=-1).square().mean().sqrt()
+        torch.testing.assert_close(step_rms, hidden_rms)
+
+
 # ---------------------------------------------------------------------------- the search
 def test_search_only_accepts_improvements(subject):
     from bench.steering import attached
 
     hooks = DeltaHooks(range(subject.n_layers))
     suffix = Suffix.build(subject, QUESTION)
-    cfg = SearchConfig(2, (4.0, 8.0), 2, 1.0, 5, 4)
+    cfg = SearchConfig(2, (4.0, 8.0), 2, 1.0, False, 5, 4)
     prompts = ids(subject, PROMPTS + ["The capital of", "I love this place ,"])
     with attached(subject, hooks=hooks.hooks()):
         found = optimise(subject, hooks, prompts, suffix, cfg)
@@ -260,7 +282,7 @@ def test_loglikelihoods_are_scored_under_the_context_deltas(subject):
         assert changed == bool(found.steps[j] > 0)
         assert steered[i].n_tokens == base[i].n_tokens
     assert "logprobs" not in vars(subject)
-    unsteered = SelfControl(SelfControlParams(step_size=4.0, steer_loglikelihood=False))
+    unsteered = SelfControl(SelfControlParams(step_size=0.5, steer_loglikelihood=False))
     with unsteered.steer(subject, state, 1.0):
         assert subject.logprobs(CONTEXTS, CONTINUATIONS) == base
 
@@ -278,7 +300,7 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
 
     TASKS._loaded()["toy"] = ToyTask
     try:
-        fast = {"iterations": 1, "step_size": 4.0, "loglik_max_new_tokens": 3}
+        fast = {"iterations": 1, "step_size": 0.5, "loglik_max_new_tokens": 3}
         methods = (
             MethodSpec(name="selfcontrol", strengths=(1.0,), params=fast),
             MethodSpec(
