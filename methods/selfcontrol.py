@@ -13,8 +13,15 @@ Adapter choices (where the paper leaves the harness to decide):
   + greedy continuation, as in the paper); the returned samples are drawn with the experiment's
   sampling settings from the model under the best deltas (greedy settings return the
   best-scoring response itself).
+- Step sizes are relative by default: the clipped gradient (the paper's direction) is rescaled
+  per prompt so that a step of s moves the prompt's states by s x their own RMS norm. The
+  paper's raw steps (0.5 on Llama-2-7B) do not transfer across models - on the testbed the
+  suffix gradient per token is ~0.01, so they would move nothing; `step_scale = "absolute"`
+  restores them.
 - Strength scales every candidate step size (0 = unsteered, nothing attached); a negative
   strength steers toward the contrast answer instead.
+- The method is only as good as the model's own judgement: it maximises the suffix score,
+  and a model that cannot answer the suffix question is steered toward whatever fools it.
 - Log-likelihood requests (`steer_loglikelihood`, on by default): the search runs on the
   context (candidate responses of `loglik_max_new_tokens` tokens) and the continuation is
   scored with the context's deltas in place: what the steered model believes given that
@@ -22,8 +29,10 @@ Adapter choices (where the paper leaves the harness to decide):
   `subject.logprobs` on the instance and restores it in `finally`.
 
 Cost knobs: `iterations`, `search_steps`, `branches` (defaults are cheap: 2, 2, 2 - about
-1 + iterations * search_steps generations of branches x prompts rows per batch, plus the final
-sampling). The paper's settings are iterations 1-3, 3 search steps, step 0.5, factor 2.
+1 + iterations x search_steps generations of branches x prompts rows per batch, plus the final
+sampling). Turn them up for paper-like runs: iterations 3, search_steps 3, branches 3 (the
+paper: 1-3 iterations, 3 search steps, factor 2). Memory: the deltas are (layers, batch,
+prompt length, d_model) floats per batch; on large models lower the generation batch size.
 """
 
 from __future__ import annotations
