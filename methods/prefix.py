@@ -51,7 +51,7 @@ class PrefixParams:
     distill_max_new_tokens: int = 16  # SelfControl's candidate response length while distilling
     max_delta_ratio: float = 0.5  # drop prompts whose states moved more than this (paper: 0.1)
     require_improvement: bool = True  # keep only prompts whose suffix score the teacher raised
-    train_steps: int = 150
+    train_steps: int = 100  # the MSE plateaus at ~10-20% of its start by ~50 steps (testbed)
     lr: float = 0.01
     batch_size: int = 16
     seed: int = 0
