@@ -51,6 +51,11 @@ INSTRUCTIONS = {
     ),
 }
 CONCEPTS = {"positive": (" Love", " Hate"), "negative": (" Hate", " Love")}  # ActAdd's pair
+# The testbed's tokenizer has no " Love" / " Hate" (never in its corpus): its lexicon's words.
+TESTBED_CONCEPTS = {
+    "positive": (" excellent", " terrible"),
+    "negative": (" terrible", " excellent"),
+}
 
 
 def rate_metric(direction: str) -> Metric:
@@ -162,6 +167,11 @@ class Sentiment(Task):
         else:
             rows, where = read_records(SST2, source, split="train")
         positive, negative = sst2_sentences(rows)
+        if source == "testbed":  # SST-2 style (lower case, split punctuation) -> corpus style
+            from tasks.testbed.grammar import render, words
+
+            positive = [render(words(s)) for s in positive]
+            negative = [render(words(s)) for s in negative]
         if not positive or not negative:
             raise UserError(f"{where}: SST-2 data needs positive and negative sentences")
         # Only the fit share of the contrast data is used (select/test sizes as the prompts').
@@ -190,7 +200,7 @@ class Sentiment(Task):
         return SteeringTarget(
             name=f"sentiment:{direction}",
             contrast_pairs=tuple(zip(toward, away)),
-            concept_pair=CONCEPTS[direction],
+            concept_pair=(TESTBED_CONCEPTS if self.testbed else CONCEPTS)[direction],
             instructions=instructions,
             demonstrations=tuple(toward[:4]),
             suffix=SuffixQuestion(question, " Yes", " No"),
