@@ -126,7 +126,7 @@ def strength_figure(task: str, views: Sequence[TaskView], colours: Mapping[str, 
                         mew=1.8, ls="none", zorder=6)  # fmt: skip
         ax.set_title(_wrap(method), fontsize=10)
         ax.set_xlabel("strength (the method's own units)")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
         ax.grid(alpha=0.3)
     for ax in axes[len(methods) :]:
         ax.set_axis_off()

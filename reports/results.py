@@ -173,7 +173,7 @@ def _read_cells(root: Path, manifest: Mapping[str, Any]) -> tuple[list[Cell], li
     cells, raw = [], b""
     for path in files:
         cell = parse_cell(_read_json(path), str(path))
-        if cell.task in tasks and cell.method in methods:
+        if not manifest or (cell.task in tasks and cell.method in methods):
             cells.append(cell)
             raw += path.read_bytes()
     warnings.append(
@@ -187,7 +187,9 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"run directory not found: {root}")
-    manifest = _read_json(root / "manifest.json")
+    # A run written by the Runner alone (not `steerbench run`) has no manifest: still report it.
+    has_manifest = (root / "manifest.json").exists()
+    manifest = _read_json(root / "manifest.json", default={})
     if not isinstance(manifest, dict):
         raise UserError(f"{root / 'manifest.json'}: must be a JSON object")
     if manifest.get("schema", SUPPORTED_SCHEMA) > SUPPORTED_SCHEMA:
@@ -195,6 +197,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
             f"{root}: results schema {manifest['schema']} is newer than this steerbench"
         )
     cells, warnings, raw = _read_cells(root, manifest)
+    if not has_manifest:
+        warnings.insert(0, "no manifest.json: model, seeds, versions and timings are unknown")
     if manifest.get("status") not in ("complete", None) and not warnings:
         warnings.append(f"run status '{manifest.get('status')}': results may be partial")
     selection = _read_json(root / "selection.json", default=[])

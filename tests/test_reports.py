@@ -292,6 +292,15 @@ def test_degenerate_cells_are_shown_not_crashed_on(tmp_path):
     assert (path.parent / "figures" / "toy_sentiment_fluency.png").is_file()
 
 
+def test_run_without_manifest_is_reported_with_a_warning(tmp_path):
+    run = copy_run(tmp_path)
+    (run / "manifest.json").unlink()  # results written by the Runner alone
+    loaded = load_run(run)
+    assert "no manifest.json" in loaded.warnings[0]
+    assert loaded.tasks == ("toy_sentiment", "toy_toxicity", "toy_preference")
+    assert loaded.budget == 1.5 and len(summarise(run)["runs"][0]["rows"]) == 5
+
+
 def test_interrupted_run_reports_finished_cells_with_the_runners_choice(tmp_path):
     run = copy_run(tmp_path)
     selection = json.loads((run / "selection.json").read_text())
@@ -310,7 +319,7 @@ def test_bad_run_directories_are_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="run directory not found"):
         build_report([tmp_path / "nope"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="manifest.json: missing"):
+    with pytest.raises(UserError, match="no cells.jsonl and no cells/"):
         build_report([tmp_path / "empty"])
     run = copy_run(tmp_path)
     lines = (run / "cells.jsonl").read_text().splitlines()
