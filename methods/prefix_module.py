@@ -146,13 +146,14 @@ class TrainConfig:
 def train_prefix(
     subject: Subject,
     layers: Sequence[int],
-    batches: Sequence[tuple[Batch, torch.Tensor]],
+    batches: Sequence[tuple[Batch, torch.Tensor, torch.Tensor]],
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """Fit keys/values so that resid_post with the prefix matches the targets.
 
-    `batches`: (prompt batch, target states (n_layers, b, W, d)); the loss is the MSE over
-    every layer at the real prompt positions. Returns keys, values and the loss per step.
+    `batches`: (token batch, target states (n_layers, b, W, d), positions to match (b, W)
+    bool); the loss is the MSE over every layer at those positions. Returns keys, values and
+    the loss per step.
     """
     d, slots = subject.d_model, cfg.heads * cfg.prefix_len
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -172,10 +173,10 @@ def train_prefix(
         recording(subject) as recorder,
     ):
         for step in range(cfg.steps):
-            batch, target = batches[step % len(batches)]
+            batch, target, trained = batches[step % len(batches)]
             batch.forward(subject)
             states = recorder.stacked()  # (n_layers, b, W, d)
-            mask = batch.mask.bool()[None, :, :, None].expand_as(states)
+            mask = trained[None, :, :, None].expand_as(states)
             loss = F.mse_loss(states[mask], target[mask])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

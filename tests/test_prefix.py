@@ -106,7 +106,7 @@ def test_training_recovers_a_planted_prefix(subject):
         goal, held_goal = record_states(subject, train), record_states(subject, held)
     plain = record_states(subject, held)
     cfg = TrainConfig(heads=2, prefix_len=4, steps=80, lr=0.05, batch_size=8, seed=0)
-    keys, values, losses = train_prefix(subject, layers, [(train, goal)], cfg)
+    keys, values, losses = train_prefix(subject, layers, [(train, goal, train.mask.bool())], cfg)
     assert losses[-1] < 0.1 * losses[0]
     with attached(subject, hooks=PrefixHooks(layers, keys, values, heads=2).hooks()):
         learned = record_states(subject, held)
@@ -195,3 +195,31 @@ def test_teacher_params_are_checked_and_keyed():
     assert PrefixController().applies_to(TARGET)
     assert not PrefixController().applies_to(SteeringTarget(name="x", prompts=PROMPTS))
     assert not PrefixController().applies_to(SteeringTarget(name="x", suffix=TARGET.suffix))
+
+
+@pytest.mark.parametrize("train_on", ["prompt", "prompt+response"])
+def test_the_loss_covers_the_prompt_or_also_the_teachers_response(
+    gpt2_subject, monkeypatch, train_on
+):
+    import methods.prefix as prefix_mod
+
+    seen = []
+    real = prefix_mod.train_prefix
+
+    def spy(subject, layers, batches, cfg):
+        seen.extend(batches)
+        return real(subject, layers, batches, cfg)
+
+    monkeypatch.setattr(prefix_mod, "train_prefix", spy)
+    params = PrefixParams(**{**FAST, "train_steps": 2}, train_on=train_on, max_delta_ratio=50)
+    state = PrefixController(params).fit(gpt2_subject, TARGET)
+    assert state.meta["train_on"] == train_on
+    prompt_tokens = {len(gpt2_subject.encode(p)) for p in PROMPTS}
+    longer = 0
+    for batch, _, trained in seen:
+        for row in range(batch.ids.shape[0]):
+            n_trained, n_real = int(trained[row].sum()), int(batch.mask[row].sum())
+            assert bool((trained[row] <= batch.mask[row].bool()).all())  # never on padding
+            assert n_trained == n_real  # rows hold exactly the positions matched
+            longer += n_real not in prompt_tokens
+    assert seen and (longer == 0) == (train_on == "prompt")  # responses only when asked
