@@ -103,15 +103,26 @@ def test_actadd_pads_the_pair_with_spaces_and_keeps_the_difference_matrix(gpt2_s
     love, hate = (gpt2_subject.encode(t) for t in TARGET.concept_pair)
     assert len(love) < len(hate)
     space = gpt2_subject.tokenizer(" ", add_special_tokens=False)["input_ids"][0]
+    bos = gpt2_subject.tokenizer.eos_token_id  # GPT-2 adds no BOS: the pair gets one (as in TL)
     ids = method.padded_pair(gpt2_subject, TARGET.concept_pair)
-    assert ids.tolist() == [love + [space] * (len(hate) - len(love)), hate]
+    assert ids.tolist() == [[bos, *love] + [space] * (len(hate) - len(love)), [bos, *hate]]
     point = "layers.1.resid_pre"
-    expected = one_by_one(gpt2_subject, " love" + " " * (len(hate) - len(love)), point)
-    if expected.shape[0] == len(hate):  # the spaces tokenise as separate tokens
-        expected = expected - one_by_one(gpt2_subject, " hate and", point)
-        torch.testing.assert_close(state.tensors["vector.1"], expected, atol=1e-5, rtol=1e-4)
-    assert state.tensors["vector.1"].shape == (len(hate), gpt2_subject.d_model)
+
+    def acts(row):
+        row = torch.tensor([row])
+        return forward_capture(gpt2_subject, row, torch.ones_like(row), [point])[point][0]
+
+    expected = acts(ids[0].tolist()) - acts(ids[1].tolist())
+    matrix = state.tensors["vector.1"]
+    torch.testing.assert_close(matrix, expected, atol=1e-5, rtol=1e-4)
+    assert matrix.shape == (len(hate) + 1, gpt2_subject.d_model)
+    assert torch.equal(matrix[0], torch.zeros(gpt2_subject.d_model))  # BOS - BOS: the sink
     assert state.meta["fit_on"] == {"concept_pair": [" love", " hate and"]}
+    assert state.meta["tokens"][0][0] == gpt2_subject.tokenizer.eos_token
+    plain = ActAdd(ActAddParams(layer=1, prepend_bos=False)).padded_pair(
+        gpt2_subject, TARGET.concept_pair
+    )
+    assert plain.tolist() == [love + [space] * (len(hate) - len(love)), hate]
 
 
 # ---------------------------------------------------------------------------- steering
