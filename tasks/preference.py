@@ -18,6 +18,10 @@ and including the last "\\n\\nAssistant:", the replies what follows in `chosen` 
 (pairs with identical or empty replies carry no preference and are dropped). WebGPT
 (`openai/webgpt_comparisons`): the prompt is "Question: <question>\\nAnswer:" and the replies are
 " answer_0" / " answer_1", the one with the larger score being chosen.
+
+The primary metric (what a method's operating strength is chosen by) is the `primary` parameter,
+by default the reward of generated replies: steering acts on generation, and on the testbed the
+unsteered model already ranks almost every HH pair right (preference accuracy at its ceiling).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from bench.metric import Metric, mean
 from bench.subject import ContinuationScore
@@ -188,7 +192,7 @@ class Flavour:
 class PreferenceTask(Task):
     flavour: Flavour
     metrics = PREFERENCE_METRICS
-    primary_metric = "preference_accuracy"
+    primary_metric = "reward"  # per instance: `params.primary`
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
@@ -197,6 +201,7 @@ class PreferenceTask(Task):
             self.params.reward_model, testbed=self.params.source == "testbed", what="reward"
         )
         self.params = replace(self.params, reward_model=spec)
+        self.primary_metric = self.params.primary
         self._target = TargetCache(self._build_target)
         self._scorer: RewardScorer | None = None
 
@@ -292,6 +297,9 @@ class PreferenceTask(Task):
         return Scored(scores, details)
 
 
+Primary = Literal["reward", "preference_accuracy", "preference_accuracy_norm", "judgement_accuracy"]
+
+
 @dataclass(frozen=True)
 class HHParams:
     source: str = "testbed"  # "testbed" | "builtin" | "hub" | a path (see tasks.common)
@@ -303,6 +311,8 @@ class HHParams:
     num_samples: int | None = None  # replies per prompt; None: 4 (real) or 2 (testbed, builtin)
     max_new_tokens: int = 32
     reward_model: str = "auto"  # "auto" | "truth" | "heuristic" | "hf:<id>"
+    # The effect a method is judged on (its operating strength is chosen by it).
+    primary: Primary = "reward"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -320,6 +330,7 @@ class WebGPTParams:
     num_samples: int | None = None
     max_new_tokens: int = 32
     reward_model: str = "auto"
+    primary: Primary = "reward"
     seed: int = 0
 
     def __post_init__(self) -> None:

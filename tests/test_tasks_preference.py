@@ -147,3 +147,15 @@ def test_end_to_end_through_the_runner(tmp_path, gpt2_subject, suite):
             assert metrics[name] is None or 0.0 <= metrics[name] <= 1.0
         assert metrics["reward"] is not None and "perplexity" in metrics
     assert len(out["records"][0]["outputs"]) == 7
+
+
+def test_primary_metric_is_a_parameter():
+    assert HHRLHF().primary_metric == "reward"
+    task = WebGPT(WebGPTParams(source="builtin", primary="preference_accuracy"))
+    assert task.primary_metric == "preference_accuracy"
+    assert task.metric("preference_accuracy").higher_is_better
+    from bench.errors import UserError
+    from bench.params import parse
+
+    with pytest.raises(UserError, match="primary"):
+        parse(HHParams, {"primary": "perplexity"}, "tasks[0] (hh_rlhf).params")
