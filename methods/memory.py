@@ -136,7 +136,9 @@ class MemoryAdd(Method):
 # ---------------------------------------------------------------------------- trained
 @dataclass(frozen=True)
 class MemoryXAttnParams:
-    layer: int = -1  # L: keys/values from attn_out at L; queries from, and output into, L-1
+    # L: keys/values from attn_out at L; queries from, and output into, attn_out at L-1.
+    # None: mid-depth (n_layers // 2; layer 2 of the testbed's 4 was best of 1, 2, 3 there).
+    layer: int | None = None
     positions: str = "all"  # all | prompt | generated | first:K
     heads: int = 4  # attention heads of the module (d_model must be divisible by it)
     # Training (once per model and training config; cached under <cache>/memory_xattn/<key>/).
@@ -168,7 +170,8 @@ class MemoryXAttnParams:
             raise ValueError("lr must be positive")
 
     def train_config(self, subject: Subject) -> TrainConfig:
-        layer = subject.hookpoint(f"layers.{self.layer}.attn_out").layer
+        wanted = max(subject.n_layers // 2, 1) if self.layer is None else self.layer
+        layer = subject.hookpoint(f"layers.{wanted}.attn_out").layer
         if layer < 1:
             raise UserError("memory_xattn: layer must be at least 1 (queries come from layer L-1)")
         if subject.d_model % self.heads:
@@ -195,7 +198,7 @@ class MemoryXAttn(Method):
     name = "memory_xattn"
     summary = "trained cross-attention from layer L-1 to the memory's attn_out at layer L"
     Params = MemoryXAttnParams
-    default_strengths = (0.0, 0.5, 1.0, 2.0, 4.0)
+    default_strengths = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
     version = f"1-module{MODULE_VERSION}"  # fitted states name a module of this version
 
     def applies_to(self, target: SteeringTarget) -> bool:

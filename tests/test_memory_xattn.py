@@ -220,6 +220,11 @@ def test_missing_dataset_is_a_user_error(monkeypatch):
         load_texts("no-such-org/no-such-corpus", "train", "text", (), 10, 0)
 
 
+def test_default_layer_is_mid_depth(gpt2_subject):
+    assert MemoryXAttnParams().train_config(gpt2_subject).layer == 1  # 3 layers
+    assert MemoryXAttnParams(layer=-1).train_config(gpt2_subject).layer == 2
+
+
 def test_param_errors(gpt2_subject):
     with pytest.raises(UserError, match="layer must be at least 1"):
         params(layer=0).train_config(gpt2_subject)
