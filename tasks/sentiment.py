@@ -5,7 +5,9 @@ were neutral, or of the sentiment opposite to the target; k continuations (25, 2
 nucleus p = 0.9) are sampled per prompt and each *continuation* is classified. The metric is the
 share of continuations with the target sentiment, reported per direction: `positive_rate` when
 steering toward positive (from neutral or negative prompts), `negative_rate` toward negative
-(from neutral or positive prompts). Per prompt the share of its samples; the cell mean over
+(from neutral or positive prompts). The other rate is reported too (lower is better there): it
+tells a method that removes the opposite sentiment, leaving neutral text, from one that adds
+the target sentiment. Per prompt the share of its samples; the cell mean over
 prompts equals the share over all samples (every prompt has the same k).
 
 Contrast pairs and demonstrations come from SST-2 (`stanfordnlp/sst2`; label 1 = positive),
@@ -58,11 +60,11 @@ TESTBED_CONCEPTS = {
 }
 
 
-def rate_metric(direction: str) -> Metric:
+def rate_metric(label: str, target: bool) -> Metric:
     return Metric(
-        f"{direction}_rate",
-        higher_is_better=True,
-        description=f"share of continuations classified {direction}",
+        f"{label}_rate",
+        higher_is_better=target,
+        description=f"share of continuations classified {label}",
     )
 
 
@@ -102,7 +104,7 @@ class Sentiment(Task):
     summary = "DExperts prompts: share of continuations with the target sentiment"
     Params = SentimentParams
     primary_metric = "positive_rate"
-    metrics = (rate_metric("positive"),)
+    metrics = (rate_metric("positive", True), rate_metric("negative", False))
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
@@ -112,7 +114,9 @@ class Sentiment(Task):
         )
         self.params = replace(self.params, scorer=spec)
         direction = self.params.direction
-        self.metrics = (rate_metric(direction),)
+        # The target rate (the effect) and, as a diagnostic, the opposite sentiment's rate: a
+        # method can remove the opposite sentiment without adding the target one (neutral text).
+        self.metrics = (rate_metric(direction, True), rate_metric(OPPOSITE[direction], False))
         self.primary_metric = f"{direction}_rate"
         self._target = TargetCache(self._build_target)
         self._scorer: SentimentScorer | None = None
@@ -133,7 +137,7 @@ class Sentiment(Task):
         return self._scorer
 
     def scorers(self) -> dict[str, str]:
-        return {self.primary_metric: self.scorer.name}
+        return {m.name: self.scorer.name for m in self.metrics}
 
     def load(self) -> Splits:
         p = self.params
@@ -217,9 +221,12 @@ class Sentiment(Task):
         (samples,) = outputs
         verdicts = self.scorer.sentiment(samples)
         labels = [label for label, _ in verdicts]
-        rate = target_rate(labels, self.params.direction)
+        direction = self.params.direction
         return Scored(
-            {self.primary_metric: rate},
+            {
+                f"{direction}_rate": target_rate(labels, direction),
+                f"{OPPOSITE[direction]}_rate": target_rate(labels, OPPOSITE[direction]),
+            },
             {"labels": labels, "polarity": [score for _, score in verdicts]},
         )
 

@@ -30,8 +30,10 @@ def test_prompt_set_follows_direction_and_metric_is_named_by_it(direction, promp
     texts = {r["prompt"]["text"] for r in dexperts_records(kind)}
     assert {e.prompt for e in (*splits.select, *splits.test)} <= texts
     assert task.primary_metric == f"{direction}_rate"
-    assert [m.name for m in task.metrics] == [f"{direction}_rate"]
+    opposite = "negative" if direction == "positive" else "positive"
+    assert [m.name for m in task.metrics] == [f"{direction}_rate", f"{opposite}_rate"]
     assert task.metric(f"{direction}_rate").higher_is_better
+    assert not task.metric(f"{opposite}_rate").higher_is_better
 
 
 def test_target_contrast_pairs_point_toward_the_direction():
@@ -74,7 +76,8 @@ def test_testbed_prompts_are_filtered_by_polarity_and_prompts_fall_back_to_half_
     assert target.instructions == ("Instruction: Write a positive review.",)
     assert target.suffix.question == "\nQuestion: Is the above text positive? Answer:"
     assert target.prompts and all(len(p.split()) >= 2 for p in target.prompts)
-    assert task.scorers() == {"positive_rate": "testbed-truth:sentiment_label"}
+    truth = "testbed-truth:sentiment_label"
+    assert task.scorers() == {"positive_rate": truth, "negative_rate": truth}
 
 
 def test_parsing_helpers():
@@ -99,7 +102,7 @@ def test_score_is_the_share_of_samples_with_the_target_label():
     scored = task.score(
         SentimentExample("x", "p"), (("negative", "positive", "neutral", "negative"),)
     )
-    assert scored.scores == {"negative_rate": 0.5}
+    assert scored.scores == {"negative_rate": 0.5, "positive_rate": 0.25}
     assert scored.details["labels"] == ["negative", "positive", "neutral", "negative"]
 
 
@@ -108,7 +111,7 @@ def test_end_to_end_through_the_runner(tmp_path, gpt2_subject):
         tmp_path, gpt2_subject, "sentiment", {**BUILTIN, "num_samples": 2, "scorer": "vader"}
     )
     assert not out["skipped"]
-    assert out["task"].scorers() == {"positive_rate": "vader"}
+    assert out["task"].scorers() == {"positive_rate": "vader", "negative_rate": "vader"}
     for cell in out["cells"]:
         assert (
             0.0 <= cell["metrics"]["positive_rate"] <= 1.0
