@@ -6,12 +6,15 @@ A suite's `scorer` parameter names one scorer:
   default open Hugging Face model when it is in the local cache, else the offline fallback.
 - `"hf:<hub id or local dir>"`: a Hugging Face classifier (or reward model), loaded from the local
   cache only (`local_files_only`): scoring never downloads.
-- `"truth"`: the testbed's ground truth (`tasks.testbed.truth`; only meaningful on testbed text).
+- `"truth"`: the testbed's ground truth (`tasks.testbed.truth`: planted lexicons and grammar; on
+  other text a crude keyword scorer).
 - the offline fallback by name: `"sklearn"` (toxicity, `tasks.offensive`), `"vader"`
   (sentiment, the VADER lexicon), `"heuristic"` (reward, see `HeuristicReward`).
 
-Every scorer has a `name` that the suite reports through `Task.scorers()`, so each number in a
-report says which scorer produced it.
+Suites resolve "auto" when they are built (`resolve_spec`) and store the concrete spec in their
+parameters, so cached cells never mix scorers; `check_spec` validates a spec where the experiment
+file is parsed. Every scorer has a `name` that the suite reports through `Task.scorers()`, so
+each number in a report says which scorer produced it.
 """
 
 from __future__ import annotations
