@@ -76,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    for entry in manifest["tasks"]:
+        entry.update(runner.data.get(entry["name"], {}))
     run_dir.write_json(
         "manifest.json", {**manifest, "status": "complete", "wall_seconds": time.time() - started}
     )
@@ -107,7 +109,9 @@ def _list(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from reports import build_report
 
-    path = build_report([Path(p) for p in args.run_dirs], output=args.output)
+    output = Path(args.output) if args.output else None
+    budget = args.fluency_budget
+    path = build_report([Path(p) for p in args.run_dirs], output=output, fluency_budget=budget)
     print(f"report: {path}")
     return 0
 
@@ -154,6 +158,12 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", nargs="+", help="run directories")
     rep.add_argument(
         "-o", "--output", help="where to write the report (default: the first run's report/)"
+    )
+    rep.add_argument(
+        "--fluency-budget",
+        type=float,
+        help="re-choose operating points on select with perplexity <= BUDGET x unsteered "
+        "(default: the run's own choice)",
     )
     rep.set_defaults(func=_report)
 

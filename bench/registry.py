@@ -8,7 +8,8 @@ No directory scanning, no getattr on packages. Unknown names fail with "did you 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from bench.errors import UserError, did_you_mean
@@ -30,6 +31,18 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} '{name}' is registered twice")
         items[name] = item
         return item
+
+    def unregister(self, name: str) -> None:
+        self._loaded().pop(name, None)
+
+    @contextmanager
+    def registered(self, item: T) -> Iterator[T]:
+        """Register `item` for the duration of the context (tests, notebooks)."""
+        self.register(item)
+        try:
+            yield item
+        finally:
+            self.unregister(item.name)  # type: ignore[attr-defined]
 
     def get(self, name: str) -> T:
         items = self._loaded()

@@ -90,6 +90,7 @@ class Runner:
         self.selection: list[dict] = []
         self.skipped: list[dict] = []
         self.fits: list[dict] = []
+        self.data: dict[str, dict] = {}  # per task: where its data came from and split sizes
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -107,6 +108,8 @@ class Runner:
 
     def _run_task(self, task: Task) -> None:
         splits = task.load()
+        sizes = {split: len(splits.get(split)) for split in ("fit", "select", "test")}
+        self.data[task.name] = {"source": splits.source, "sizes": sizes}
         targets = {
             split: [task.target(ex, splits) for ex in splits.get(split)]
             for split in ("select", "test")
@@ -124,7 +127,13 @@ class Runner:
             select = self._sweep(
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )
-            chosen = choose_strength(select, self.exp.selection.fluency_budget, task)
+            primary = task.primary_metric
+            chosen = choose_strength(
+                select,
+                self.exp.selection.fluency_budget,
+                primary,
+                task.metric(primary).higher_is_better,
+            )
             self.selection.append({"method": planned.label, "task": task.name, **chosen})
             test_strengths = (
                 planned.strengths

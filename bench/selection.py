@@ -12,22 +12,22 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from bench.task import Task
-
 
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def choose_strength(cells: Sequence[dict], budget: float, task: Task) -> dict:
+def choose_strength(
+    cells: Sequence[dict], budget: float, primary_metric: str, higher_is_better: bool
+) -> dict:
     by_strength: dict[float, list[dict]] = defaultdict(list)
     for cell in cells:
         by_strength[cell["strength"]].append(cell)
-    higher = task.metric(task.primary_metric).higher_is_better
+    higher = higher_is_better
 
     def effect(group: list[dict]) -> float:
-        return _mean([c["metrics"].get(task.primary_metric) for c in group])
+        return _mean([c["metrics"].get(primary_metric) for c in group])
 
     def ppl(group: list[dict]) -> float:
         return _mean([c["metrics"].get("perplexity") for c in group])

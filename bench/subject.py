@@ -29,11 +29,15 @@ PromptTransform = Callable[[str], str]
 GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
 
 # Config keys that say where or with what a model was saved, not what it computes.
+# (`save_pretrained` fills `architectures` and `dtype` in place; the weights' own dtype is hashed.)
 _VOLATILE_CONFIG = {
     "_name_or_path",
     "transformers_version",
     "_commit_hash",
     "_attn_implementation_autoset",
+    "architectures",
+    "dtype",
+    "torch_dtype",
 }
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -163,6 +167,7 @@ class Subject:
                     stats = (
                         name,
                         tuple(t.shape),
+                        str(tensor.dtype),
                         round(t.sum().item(), 6),
                         round(t.square().sum().item(), 6),
                     )

@@ -15,7 +15,6 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 
 from bench.selection import choose_strength
 from reports.results import UNSTEERED, Cell, Run
@@ -158,17 +157,6 @@ class Headline:
         return value / base if base and math.isfinite(base) else math.nan
 
 
-class _TaskView:
-    """What `bench.selection.choose_strength` needs of a task, rebuilt from result files."""
-
-    def __init__(self, primary: str, higher_is_better: bool) -> None:
-        self.primary_metric = primary
-        self._direction = SimpleNamespace(higher_is_better=higher_is_better)
-
-    def metric(self, name: str) -> SimpleNamespace:
-        return self._direction
-
-
 def _cell_dicts(run: Run, task: str, method: str, split: str) -> list[dict]:
     return [
         {"strength": c.strength, "metrics": dict(c.metrics), "degenerate": c.degenerate}
@@ -185,8 +173,8 @@ def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[dict
                 return dict(entry), run.budget
         budget = run.budget  # an interrupted run has no selection.json yet
     primary, directions = task_info(run, task)
-    view = _TaskView(primary, directions.get(primary, True))
-    return choose_strength(_cell_dicts(run, task, method, "select"), budget, view), budget
+    cells = _cell_dicts(run, task, method, "select")
+    return choose_strength(cells, budget, primary, directions.get(primary, True)), budget
 
 
 def _nan(value: object) -> float:

@@ -56,8 +56,7 @@ def test_list_shows_methods_tasks_and_parameters(capsys):
 
 
 def test_run_end_to_end_on_a_local_model_directory(tmp_path, gpt2_subject, capsys, monkeypatch):
-    TASKS._loaded()["toy"] = ToyTask
-    try:
+    with TASKS.registered(ToyTask):
         model_dir = tmp_path / "model"
         gpt2_subject.model.save_pretrained(model_dir)
         gpt2_subject.tokenizer.save_pretrained(model_dir)
@@ -74,5 +73,3 @@ def test_run_end_to_end_on_a_local_model_directory(tmp_path, gpt2_subject, capsy
         assert manifest["packages"]["torch"] and "wall_seconds" in manifest
         # select: strengths 0 and 1; test: 0 and the chosen strength (which may be 0)
         assert (tmp_path / "run" / "cells.jsonl").read_text().count("\n") in (3, 4)
-    finally:
-        TASKS._loaded().pop("toy", None)

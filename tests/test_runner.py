@@ -15,9 +15,8 @@ from tests.toy_task import ToyTask
 
 @pytest.fixture(autouse=True)
 def toy_registered():
-    TASKS._loaded()["toy"] = ToyTask
-    yield
-    TASKS._loaded().pop("toy", None)
+    with TASKS.registered(ToyTask):
+        yield
 
 
 def experiment(tmp_path, **overrides) -> Experiment:
@@ -111,12 +110,9 @@ def test_nan_at_high_strength_is_a_degenerate_cell_not_a_crash(tmp_path, gpt2_su
                 return nullcontext()
             return attached(subject, hooks=[("layers.1.resid_post", lambda h, p: h * float("nan"))])
 
-    METHODS._loaded()["nan_method"] = Nan
-    try:
-        exp = experiment(tmp_path, methods=(MethodSpec(name="nan_method"),), seeds=(0,))
+    exp = experiment(tmp_path, methods=(MethodSpec(name="nan_method"),), seeds=(0,))
+    with METHODS.registered(Nan):
         run(exp, gpt2_subject)
-    finally:
-        METHODS._loaded().pop("nan_method")
     root = RunDir(exp.output_dir).root
     cells = [json.loads(line) for line in (root / "cells.jsonl").read_text().splitlines()]
     broken = [c for c in cells if c["strength"] == 1.0]
