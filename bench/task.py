@@ -65,6 +65,9 @@ class Scored:
 
 
 class Task(ABC):
+    """A suite. `metrics` and `primary_metric` are class defaults that an instance may replace
+    in `__init__` when they depend on its parameters (e.g. the sentiment direction)."""
+
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
     summary: ClassVar[str] = ""

@@ -7,6 +7,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny models run faster on one thread than split across cores (thread overhead dominates).
+torch.set_num_threads(1)
 
 from tests.tiny import tiny_gpt2, tiny_llama  # noqa: E402
 
