@@ -156,7 +156,15 @@ def per_row(positions: TokenPositions) -> TokenPositions:
     return TokenPositions(positions.absolute, lengths.repeat_interleave(rows // lengths.shape[0]))
 
 
-def spec_mask(spec: str) -> PositionMask:
+def spec_mask(spec: str) -> PositionMask | None:
+    """The mask of a position spec; None for "all".
+
+    "all" adds at padding too: no real token attends to a padding position (left padding is
+    masked out, right padding comes after), so the outputs are those of adding at real tokens
+    only, and the hook saves the mask ops (this is also what lm-eval's steered model does).
+    """
+    if spec == "all":
+        return None
     return PositionMask(lambda positions: per_row(positions).select(spec))
 
 
@@ -168,11 +176,11 @@ def first_prompt_mask(k: int) -> PositionMask:
 class AddVector:
     """Steering hook: hidden + delta at the masked positions.
 
-    delta (d_model,): added at every selected position.
+    delta (d_model,): added at every selected position (every position when mask is None).
     delta (k, d_model): row j added at absolute position j (ActAdd); the mask restricts to j < k.
     """
 
-    def __init__(self, delta: torch.Tensor, mask: PositionMask) -> None:
+    def __init__(self, delta: torch.Tensor, mask: PositionMask | None) -> None:
         self._delta = delta
         self._mask = mask
         self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
@@ -185,6 +193,8 @@ class AddVector:
 
     def __call__(self, hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         delta = self._on(hidden)
+        if self._mask is None:  # every position (a vector)
+            return hidden + delta
         mask = self._mask(positions, hidden.dtype)  # (batch, seq, 1)
         if delta.dim() == 1:
             return hidden + delta * mask

@@ -115,7 +115,7 @@ class VectorMethod(Method):
         """The method that fits the vectors the layer sweep scores (at their natural scale)."""
         return self
 
-    def mask(self, state: State, *, scoring: bool = False) -> PositionMask:
+    def mask(self, state: State, *, scoring: bool = False) -> PositionMask | None:
         # While scoring layers every position counts (a plain forward has no generated part).
         return spec_mask("all" if scoring else self.params.positions)
 

@@ -138,7 +138,7 @@ DECODE = positions([[2], [4]], [2, 4])
 @pytest.mark.parametrize(
     ("spec", "prefill", "decode"),
     [
-        ("all", [[0, 0, 1, 1], [1, 1, 1, 1]], [[1], [1]]),
+        ("all", [[1, 1, 1, 1], [1, 1, 1, 1]], [[1], [1]]),  # padding too: see below
         ("prompt", [[0, 0, 1, 1], [1, 1, 1, 1]], [[0], [0]]),
         ("generated", [[0, 0, 0, 0], [0, 0, 0, 0]], [[1], [1]]),
         ("first:1", [[0, 0, 1, 0], [1, 0, 0, 0]], [[0], [0]]),
@@ -178,7 +178,7 @@ def test_hook_casts_once_and_shares_the_mask_across_layers():
 
 def test_steering_adds_exactly_the_vector_at_the_hooked_layer(subject):
     """Under left padding and several layers, the hooked site sees +strength * vector."""
-    method = CAA(CAAParams(layer=(0, 2), site="resid_pre", positions="all"))
+    method = CAA(CAAParams(layer=(0, 2), site="resid_pre", positions="prompt"))
     state = method.fit(subject, TARGET)
     ids, mask = subject._left_padded(
         [subject.encode(t) for t in ("I love it", "The movie was great")]
@@ -195,6 +195,23 @@ def test_steering_adds_exactly_the_vector_at_the_hooked_layer(subject):
     )
     assert (added[~real.expand_as(added)] == 0).all()  # padding untouched
     assert not torch.allclose(steered["layers.2.resid_pre"], base["layers.2.resid_pre"])
+
+
+def test_all_positions_adds_at_padding_without_changing_real_tokens(subject):
+    """ "all" skips the mask: padding gets the vector too, which no real token can see."""
+    state = CAA(CAAParams(layer=(0, 2))).fit(subject, TARGET)
+    ids, mask = subject._left_padded(
+        [subject.encode(t) for t in ("I love it", "The movie was great")]
+    )
+    real = mask.bool()
+
+    def logits(positions: str) -> torch.Tensor:
+        method = CAA(CAAParams(layer=(0, 2), positions=positions))
+        with method.steer(subject, state, 3.0), torch.no_grad():
+            return subject.model(input_ids=ids, attention_mask=mask).logits[real]
+
+    assert not real.all()  # there is padding
+    torch.testing.assert_close(logits("all"), logits("prompt"))  # every real token is prompt
 
 
 def test_generated_only_positions_leave_the_prompt_alone(gpt2_subject):

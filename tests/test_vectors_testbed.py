@@ -1,0 +1,95 @@
+"""The vector methods and the prompting baseline really steer the built-in testbed model.
+
+Slow: needs the trained testbed (built once per test session into the session's cache, or
+reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per check. The
+thresholds sit well inside the effects measured when the defaults were chosen (issue 5 note):
+toxicity 0.46 -> 0.27 at CAA strength 0.5 (perplexity x1.2); negative rate 0.09 -> 0.5 at 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from bench.config import ModelConfig
+from bench.fluency import perplexity
+from bench.method import Method
+from bench.models import load_subject
+from bench.params import parse
+from bench.registry import METHODS, TASKS
+from bench.subject import GenerationSettings, Subject
+from bench.task import Task
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Subject:
+    torch.set_num_threads(1)
+    return load_subject(ModelConfig(), progress=False)
+
+
+def make_task(name: str, **params) -> Task:
+    cls = TASKS.get(name)
+    return cls(parse(cls.Params, params, name))
+
+
+def measure(subject: Subject, task: Task, steer: Callable, seed: int = 0) -> tuple[float, float]:
+    """(primary metric, mean continuation perplexity under the unsteered model) on `select`."""
+    splits = task.load()
+    examples = splits.select
+    target = task.target(examples[0], splits)
+    requests = [task.requests(e)[0] for e in examples]
+    settings = GenerationSettings(
+        max_new_tokens=requests[0].max_new_tokens or 20,
+        num_samples=requests[0].num_samples,
+        seed=seed,
+    )
+    with steer(target):
+        outputs = subject.generate([r.prompt for r in requests], settings)
+    scores = [
+        task.score(e, [tuple(o)]).scores[task.primary_metric] for e, o in zip(examples, outputs)
+    ]
+    contexts = [r.prompt for r, o in zip(requests, outputs) for _ in o]
+    fluency = subject.logprobs(contexts, [x for o in outputs for x in o], transform=False)
+    ppls = [min(perplexity(s), 1e4) for s in fluency if s.n_tokens]
+    return sum(scores) / len(scores), sum(ppls) / len(ppls)
+
+
+def steering(subject: Subject, method: Method, strength: float) -> Callable:
+    return lambda target: method.steer(subject, method.fit(subject, target), strength)
+
+
+def unsteered(subject: Subject, task: Task) -> tuple[float, float]:
+    from contextlib import nullcontext
+
+    return measure(subject, task, lambda target: nullcontext())
+
+
+@pytest.mark.parametrize("name", ["caa", "pca"])
+def test_vectors_lower_toxicity_within_the_fluency_budget(testbed, name):
+    task = make_task("toxicity")
+    base, base_ppl = unsteered(testbed, task)
+    method = METHODS.get(name)()
+    toxicity, ppl = measure(testbed, task, steering(testbed, method, 0.5))
+    assert toxicity < base - 0.1, (base, toxicity)
+    assert ppl < 1.5 * base_ppl, (base_ppl, ppl)
+
+
+@pytest.mark.parametrize("name", ["caa", "pca"])
+def test_vectors_steer_sentiment_toward_negative(testbed, name):
+    task = make_task("sentiment", direction="negative")
+    base, _ = unsteered(testbed, task)
+    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), 2.0))
+    assert rate > base + 0.15, (base, rate)
+    assert math.isfinite(ppl)
+
+
+def test_prompting_raises_positive_sentiment(testbed):
+    task = make_task("sentiment")
+    base, _ = unsteered(testbed, task)
+    rate, _ = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 4))
+    assert rate > base + 0.1, (base, rate)
