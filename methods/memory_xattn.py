@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.errors import UserError
 from bench.state import State, cache_root, content_key
 from bench.steering import attached
 from bench.subject import Subject
@@ -263,7 +264,7 @@ def _train(
     windows = Windows(subject, train_texts, config.seq_len, config.seed)
     try:
         held = Windows(subject, held_texts, config.seq_len, config.seed + 1)
-    except Exception:  # a corpus too small to hold documents out: evaluate on training text
+    except UserError:  # a corpus too small to hold documents out: evaluate on training text
         held = Windows(subject, train_texts, config.seq_len, config.seed + 1)
     device = subject.device
     with torch.random.fork_rng(devices=[]):
@@ -340,7 +341,7 @@ def _loss(
 
         hooks.append((cfg.query_point, inject))
     with attached(subject, hooks=hooks):
-        logits = subject.model(input_ids=stream).logits  # (batch, seq, vocab)
+        logits = subject.model(input_ids=stream, attention_mask=torch.ones_like(stream)).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), stream[:, 1:].flatten())
 
 
