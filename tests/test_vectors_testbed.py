@@ -3,21 +3,21 @@
 Slow: needs the trained testbed (built once per test session into the session's cache, or
 reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per check. The
 thresholds sit well inside the effects measured when the defaults were chosen (issue 5 note):
-toxicity 0.46 -> 0.27 at CAA strength 0.5 (perplexity x1.2); negative rate 0.09 -> 0.5 at 2.
+toxicity 0.43 -> 0.26 at CAA strength 0.5 (perplexity x1.1); negative rate 0.21 -> 0.44 at 2;
+positive rate 0.29 -> 0.42 with the prompting baseline's top level.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import pytest
 import torch
 
-from bench.config import ModelConfig
 from bench.fluency import perplexity
 from bench.method import Method
-from bench.models import load_subject
 from bench.params import parse
 from bench.registry import METHODS, TASKS
 from bench.subject import GenerationSettings, Subject
@@ -27,9 +27,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def testbed() -> Subject:
+def testbed(tmp_path_factory) -> Subject:
+    """The testbed from the session's cache (as tests/conftest.py chooses it), never the user's.
+
+    Module-scoped, so it runs before the function-scoped cache isolation: name the cache here.
+    """
+    from tasks.testbed import ensure_testbed
+
     torch.set_num_threads(1)
-    return load_subject(ModelConfig(), progress=False)
+    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
 
 
 def make_task(name: str, **params) -> Task:
@@ -37,25 +44,31 @@ def make_task(name: str, **params) -> Task:
     return cls(parse(cls.Params, params, name))
 
 
-def measure(subject: Subject, task: Task, steer: Callable, seed: int = 0) -> tuple[float, float]:
-    """(primary metric, mean continuation perplexity under the unsteered model) on `select`."""
+def measure(subject: Subject, task: Task, steer: Callable) -> tuple[float, float]:
+    """(primary metric, mean continuation perplexity under the unsteered model).
+
+    Over the select and test prompts and two seeds, so that a small model's sampling noise
+    (a few points of rate) stays well below the effects asserted.
+    """
     splits = task.load()
-    examples = splits.select
+    examples = (*splits.select, *splits.test)
     target = task.target(examples[0], splits)
     requests = [task.requests(e)[0] for e in examples]
-    settings = GenerationSettings(
-        max_new_tokens=requests[0].max_new_tokens or 20,
-        num_samples=requests[0].num_samples,
-        seed=seed,
-    )
-    with steer(target):
-        outputs = subject.generate([r.prompt for r in requests], settings)
-    scores = [
-        task.score(e, [tuple(o)]).scores[task.primary_metric] for e, o in zip(examples, outputs)
-    ]
-    contexts = [r.prompt for r, o in zip(requests, outputs) for _ in o]
-    fluency = subject.logprobs(contexts, [x for o in outputs for x in o], transform=False)
-    ppls = [min(perplexity(s), 1e4) for s in fluency if s.n_tokens]
+    scores, ppls = [], []
+    for seed in (0, 1):
+        settings = GenerationSettings(
+            max_new_tokens=requests[0].max_new_tokens or 20,
+            num_samples=requests[0].num_samples,
+            seed=seed,
+        )
+        with steer(target):
+            outputs = subject.generate([r.prompt for r in requests], settings)
+        scores += [
+            task.score(e, [tuple(o)]).scores[task.primary_metric] for e, o in zip(examples, outputs)
+        ]
+        contexts = [r.prompt for r, o in zip(requests, outputs) for _ in o]
+        fluency = subject.logprobs(contexts, [x for o in outputs for x in o], transform=False)
+        ppls += [min(perplexity(s), 1e4) for s in fluency if s.n_tokens]
     return sum(scores) / len(scores), sum(ppls) / len(ppls)
 
 
@@ -92,4 +105,4 @@ def test_prompting_raises_positive_sentiment(testbed):
     task = make_task("sentiment")
     base, _ = unsteered(testbed, task)
     rate, _ = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 4))
-    assert rate > base + 0.1, (base, rate)
+    assert rate > base + 0.05, (base, rate)
