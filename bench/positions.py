@@ -98,6 +98,9 @@ class PositionTracker:
         starts_sequence = seq == mask.shape[1]
         if starts_sequence or self.current is None or self.current.absolute.shape[0] != batch:
             lengths = self._override if self._override is not None else mask.sum(-1)
+            if lengths.shape[0] != batch and batch % lengths.shape[0] == 0:
+                # generate(num_return_sequences=n) repeats each row n times after we declared.
+                lengths = lengths.repeat_interleave(batch // lengths.shape[0])
         else:
             lengths = self.current.prompt_lengths
         self.current = TokenPositions(absolute, lengths.to(absolute.device))

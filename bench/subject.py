@@ -299,7 +299,7 @@ class Subject:
         torch.manual_seed(seed)
         # Declared prompt lengths keep "prompt" positions right even if the model recomputes
         # the whole sequence at every step (no KV cache).
-        with torch.no_grad(), self.positions.prompt_lengths(mask.sum(-1)):
+        with torch.no_grad(), self.positions.prompt_lengths(mask.sum(-1).repeat_interleave(n)):
             sequences = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,

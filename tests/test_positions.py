@@ -90,3 +90,18 @@ def test_position_specs(spec, expected):
 def test_unknown_position_spec():
     with pytest.raises(ValueError, match="unknown position spec"):
         TokenPositions(torch.tensor([[0]]), torch.tensor([1])).select("middle")
+
+
+def test_prompt_positions_with_several_samples_per_prompt(subject):
+    """num_return_sequences repeats rows: each copy keeps its own prompt's length."""
+    calls = []
+    lengths = [len(subject.encode(p)) for p in PROMPTS]
+    settings = GenerationSettings(max_new_tokens=3, temperature=1.0, num_samples=3)
+    with attached(subject, hooks=[("layers.0.resid_post", _recorder(calls))]):
+        out = subject.generate(PROMPTS, settings)
+    assert [len(samples) for samples in out] == [3, 3]
+    absolute, prompt, _ = calls[0]
+    assert prompt.sum(-1).tolist() == [n for n in lengths for _ in range(3)]
+    for step, (absolute, _, generated) in enumerate(calls[1:]):
+        assert absolute[:, 0].tolist() == [n + step for n in lengths for _ in range(3)]
+        assert generated.all()
