@@ -223,3 +223,52 @@ def test_the_loss_covers_the_prompt_or_also_the_teachers_response(
             assert n_trained == n_real  # rows hold exactly the positions matched
             longer += n_real not in prompt_tokens
     assert seen and (longer == 0) == (train_on == "prompt")  # responses only when asked
+
+
+# ---------------------------------------------------------------------------- on the testbed
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    """The trained testbed from the session's cache (built there once), never the user's."""
+    import os
+
+    from bench.subject import Subject
+    from tasks.testbed import ensure_testbed
+
+    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
+
+
+@pytest.mark.slow  # needs the trained testbed (a CPU build of minutes when not cached)
+def test_the_prefix_reproduces_selfcontrol_on_held_out_prompts(testbed):
+    """Distilled on the fit prompts, the prefix moves the states of held-out prompts and of
+    the teacher's responses to them the way SelfControl does (cosine of the state changes)."""
+    from bench.registry import TASKS
+    from methods.selfcontrol import SelfControl
+
+    task = TASKS.get("hh_rlhf")()
+    splits = task.load()
+    target = task.target(splits.select[0], splits)
+    prefix = PrefixController()
+    state = prefix.fit(testbed, target)
+    assert state.meta["n_kept"] > 0 and state.meta["loss"][1] < 0.2 * state.meta["loss"][0]
+    teacher = SelfControl()
+    prompts = [e.prompt for e in splits.select]
+    hooks, rows, found = teacher.distillation(
+        testbed, teacher.fit(testbed, target), 1.0, prompts, 16, 16
+    )
+    moved = [i for i in range(len(rows)) if found.steps[i] > 0]
+    assert moved
+    batch = Batch.of(testbed, [rows[i] + found.responses[i] for i in moved])
+    index = torch.tensor(moved)
+    base = record_states(testbed, batch)
+    with (
+        attached(testbed, hooks=hooks.hooks()),
+        hooks.active(found.deltas[:, index], found.lengths[index]),
+    ):
+        taught = record_states(testbed, batch)
+    with prefix.steer(testbed, state, 1.0):
+        learned = record_states(testbed, batch)
+    real = batch.mask.bool()[None, :, :, None]
+    want, got = (taught - base) * real, (learned - base) * real
+    cosine = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
+    assert cosine > 0.5, float(cosine)

@@ -339,3 +339,39 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
         assert math.isfinite(cell["metrics"]["perplexity"])
         assert cell["cost"]["generated_tokens"] <= 2 * 2 * 4  # returned samples only
     assert gpt2_subject.attachments == 0
+
+
+# ---------------------------------------------------------------------------- on the testbed
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    """The trained testbed from the session's cache (built there once), never the user's."""
+    import os
+
+    from bench.subject import Subject
+    from tasks.testbed import ensure_testbed
+
+    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
+
+
+@pytest.mark.slow  # needs the trained testbed (a CPU build of minutes when not cached)
+@pytest.mark.parametrize("suite", ["sentiment", "toxicity", "hh_rlhf", "webgpt"])
+def test_the_search_raises_the_testbed_models_own_judgement(testbed, suite):
+    """SelfControl's objective on the real suites: the suffix score of the best response rises
+    for a good share of the prompts, and only accepted steps leave deltas."""
+    from bench.registry import TASKS
+    from bench.steering import attached
+
+    task = TASKS.get(suite)()
+    splits = task.load()
+    target = task.target(splits.select[0], splits)
+    method = SelfControl()
+    controller = method.controller(testbed, method.fit(testbed, target), 1.0)
+    prompts = [controller.prompt_ids(e.prompt, 16) for e in splits.select]
+    with attached(testbed, hooks=controller.hooks.hooks()):
+        found = controller.search(prompts, 16, 16)
+    moved = found.steps > 0
+    assert float(moved.float().mean()) >= 0.25, found.steps.tolist()
+    assert float(found.scores.mean()) > float(found.initial_scores.mean())
+    assert bool((found.scores[moved] > found.initial_scores[moved]).all())
+    assert testbed.attachments == 0
