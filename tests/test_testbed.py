@@ -12,7 +12,7 @@ from tasks.testbed import formats, truth
 from tasks.testbed import records as testbed_data
 from tasks.testbed.genres import comments, reviews
 from tasks.testbed.grammar import Grammar, render, words
-from tasks.testbed.kb import RELATIONS, case_splits, knowledge_base
+from tasks.testbed.kb import RELATIONS, case_splits, knowledge_base, reserved_objects
 from tasks.testbed.records import SUITES
 from tasks.testbed.world import corpus_hash, generate_corpus, world
 
@@ -40,7 +40,9 @@ def test_corpus_prefix_is_stable_when_size_grows(corpus):
 
 
 def test_all_genres_present(corpus):
-    assert {d.genre for d in corpus} == {"review", "comment", "fact", "update", "dialogue", "qa"}
+    assert {d.genre for d in corpus} == {
+        "review", "comment", "fact", "update", "story", "dialogue", "qa"
+    }  # fmt: skip
 
 
 def test_every_corpus_sentence_is_grammatical(corpus):
@@ -94,14 +96,31 @@ def test_fact_documents_are_true_unless_marked(corpus):
             assert (share == 1.0) is d.labels.get("correct", True), d.text
 
 
-def test_update_documents_follow_the_update(corpus):
-    updates = [d for d in corpus if d.genre == "update"]
-    assert updates
+def test_update_and_story_documents_follow_the_context(corpus):
+    updates = [d for d in corpus if d.genre in ("update", "story")]
+    assert {d.genre for d in updates} == {"update", "story"}
     for d in updates:
-        assert d.labels["new"] != d.labels["true"]
-        value = truth.fact_value(d.text, d.labels["subject"], d.labels["rid"])
+        value = truth.fact_value(_strip_claim(d.text), d.labels["subject"], d.labels["rid"])
         assert value == d.labels["new"], d.text
-        assert case_splits()[(d.labels["subject"], d.labels["rid"])] == "fit"
+        if d.genre == "update":
+            assert d.labels["new"] != d.labels["true"]
+            assert d.labels["new"] not in reserved_objects()[(d.labels["subject"], d.labels["rid"])]
+        else:
+            assert truth.kb_value(d.labels["subject"], d.labels["rid"]) is None
+
+
+def _strip_claim(text: str) -> str:
+    return text.split("\nQuestion: Does the above text say that")[0]
+
+
+def test_claim_answers_are_correct(corpus):
+    claims = [d for d in corpus if "\nQuestion: Does the above text say that" in d.text]
+    assert claims
+    for d in claims:
+        body, question = d.text.split("\nQuestion: Does the above text say that ")
+        clause = question.split("?")[0]
+        value = truth.fact_value(clause + ".", d.labels["subject"], d.labels["rid"])
+        assert (value == d.labels["new"]) is question.endswith("Yes"), d.text
 
 
 def test_some_documents_carry_instructions_and_judgements(corpus):
@@ -418,6 +437,7 @@ def test_fact_records_schema(records):
             assert "{}" in rw["prompt"]
             assert kb.value(rw["subject"], rw["relation_id"]) == rw["target_true"]["str"]
             assert rw["target_new"]["str"] != rw["target_true"]["str"]
+            assert rw["target_new"]["str"] in reserved_objects()[(rw["subject"], rw["relation_id"])]
             assert case_splits()[(rw["subject"], rw["relation_id"])] == split
             assert r["paraphrase_prompts"] and r["neighborhood_prompts"] and r["generation_prompts"]
             for p in r["neighborhood_prompts"]:
@@ -463,3 +483,108 @@ def test_world_grammar_covers_all_sentence_kinds():
     g = world().grammar
     for symbol in ("INTRO", "PROVOKE", "FACT", "UPDATE", "REQUEST", "QUESTION", "JUDGE_Q"):
         assert symbol in g.rules["SENTENCE"][0] or any(symbol in alt for alt in g.rules["SENTENCE"])
+
+
+# ------------------------------------------------------------------------------ build (tiny)
+
+TINY = dict(
+    n_docs=300, tokenizer_docs=300, vocab_size=400, n_ctx=64, n_layer=1, n_embd=32, n_head=2,
+    batch_size=4, steps=3, warmup=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    from tasks.testbed.build import build_testbed, testbed_dir
+
+    root = tmp_path_factory.mktemp("cache")
+    info = build_testbed(testbed_dir(0, root), seed=0, progress=False, **TINY)
+    return root, info
+
+
+def test_tiny_build_loads_through_from_pretrained(tiny_build):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, info = tiny_build
+    tok = AutoTokenizer.from_pretrained(info.path)
+    model = AutoModelForCausalLM.from_pretrained(info.path)
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"
+    assert tok.pad_token_id != tok.eos_token_id and tok.padding_side == "left"
+    assert model.config.n_layer == 1 and model.config.vocab_size == len(tok)
+    text = "\n\nHuman: How do I cook rice?\n\nAssistant: First, rinse the rice."
+    assert tok.decode(tok(text)["input_ids"]) == text
+    saved = json.loads((info.path / "testbed.json").read_text())
+    assert saved["weights_sha256"] == info.weights_sha256
+    assert saved["recipe"]["steps"] == 3 and saved["timings"]["total_s"] > 0
+    assert not [p for p in info.path.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_tiny_build_is_deterministic(tiny_build, tmp_path):
+    from tasks.testbed.build import build_testbed
+
+    _, first = tiny_build
+    again = build_testbed(tmp_path / "again", seed=0, progress=False, **TINY)
+    assert again.weights_sha256 == first.weights_sha256
+    assert again.tokenizer_sha256 == first.tokenizer_sha256
+    assert again.corpus_sha256 == first.corpus_sha256
+    other = build_testbed(tmp_path / "again", seed=1, progress=False, **TINY)  # replaces it
+    assert other.weights_sha256 != first.weights_sha256
+    assert json.loads((tmp_path / "again" / "testbed.json").read_text())["seed"] == 1
+
+
+def test_ensure_testbed_uses_the_cache(tiny_build, monkeypatch):
+    from tasks.testbed import build
+
+    root, info = tiny_build
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("must not rebuild a cached testbed")
+
+    monkeypatch.setattr(build, "build_testbed", no_build)
+    assert build.ensure_testbed(0, root, progress=False) == info.path
+    monkeypatch.setenv("STEERBENCH_CACHE", str(root))
+    assert build.ensure_testbed(0, progress=False) == info.path
+    assert info.path == root / "testbed" / f"v{build.GENERATOR_VERSION}-seed0"
+
+
+def test_ensure_testbed_builds_once_when_missing(tmp_path, monkeypatch):
+    from tasks.testbed import build
+
+    calls = []
+
+    def fake_build(out_dir, seed, progress=True):
+        calls.append(seed)
+        out_dir.mkdir(parents=True)
+        (out_dir / build.INFO_FILE).write_text("{}")
+
+    monkeypatch.setattr(build, "build_testbed", fake_build)
+    first = build.ensure_testbed(7, tmp_path, progress=False)
+    assert build.ensure_testbed(7, tmp_path, progress=False) == first
+    assert calls == [7] and first.name.endswith("-seed7")
+
+
+def test_vital_signs_table_and_check_command(tiny_build, capsys):
+    from tasks.testbed.check import TARGETS, all_pass, format_vital_signs
+    from tasks.testbed.commands import check_command
+
+    root, _ = tiny_build
+    assert check_command(0, root, n=4) in (0, 1)
+    out = capsys.readouterr().out
+    for name in TARGETS:
+        assert name in out
+    good = {"grammar_validity": 0.95, "fact_recall": 0.97, "neutral_positive_share": 0.45,
+            "provocative_insult_rate": 0.4, "in_context_override": 0.8, "judgement_accuracy": 0.5,
+            "hh_preference_accuracy": 0.7, "webgpt_preference_accuracy": 0.6}  # fmt: skip
+    assert all_pass(good)
+    assert not all_pass(good | {"neutral_positive_share": 0.9})
+    table = format_vital_signs(good | {"fact_recall": 0.5})
+    assert "FAIL" in table.splitlines()[3] and "PASS" in table.splitlines()[2]
+
+
+def test_build_command_reports_a_cached_build(tiny_build, capsys):
+    from tasks.testbed.commands import build_command
+
+    root, info = tiny_build
+    assert build_command(0, root, force=False) == 0
+    out = capsys.readouterr().out
+    assert "already built" in out and info.weights_sha256 in out

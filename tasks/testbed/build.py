@@ -39,19 +39,20 @@ INFO_FILE = "testbed.json"
 class Recipe:
     """Everything that determines the model besides the seed."""
 
-    n_docs: int = 60_000
+    n_docs: int = 90_000
+    tokenizer_docs: int = 20_000  # documents the BPE is trained on
     vocab_size: int = 2048
     n_ctx: int = 128
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
-    batch_size: int = 32
-    steps: int = 500
+    batch_size: int = 16
+    steps: int = 1500
     lr: float = 3e-3
-    warmup: int = 40
+    warmup: int = 60
     weight_decay: float = 0.05
     threads: int = 2  # intra-op threads: part of the recipe, results depend on it
-    bf16: bool = False  # bf16 autocast for matmuls (fp32 master weights)
+    bf16: bool = True  # bf16 autocast for matmuls (fp32 master weights): ~1.3x on AVX512-BF16
 
 
 DEFAULT_RECIPE = Recipe()
@@ -153,7 +154,8 @@ def build_testbed(
     timings["corpus_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    tokenizer = train_tokenizer(texts, recipe.vocab_size, recipe.n_ctx)
+    # the world is closed: a slice of the corpus already holds every word
+    tokenizer = train_tokenizer(texts[: recipe.tokenizer_docs], recipe.vocab_size, recipe.n_ctx)
     ids = encode(tokenizer, texts)
     timings["tokenizer_s"] = time.perf_counter() - t
 

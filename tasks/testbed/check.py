@@ -17,8 +17,11 @@ import torch
 
 from . import formats, truth
 from .genres import facts as fact_genre
-from .kb import Fact, case_splits, knowledge_base
+from .kb import Fact, case_splits, knowledge_base, reserved_objects
 from .records import testbed_records
+
+# Sampling as the harness does by default (bench.subject: temperature 1, nucleus 0.9).
+TOP_P = 0.9
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def vital_signs(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = "left"
+    tok.padding_side = tok.truncation_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     lm = _LM(model, tok, seed)
     rng = random.Random(f"vital-signs-{seed}")
@@ -150,17 +153,19 @@ def _fact_prompt(fact: Fact, rng: random.Random) -> tuple[str, str]:
 
 
 def _update_prompt(rng: random.Random) -> tuple[str, str]:
-    """An update statement about a held-out (test) pair, a true statement about something else,
-    then a prompt in another paraphrase; the right completion is the new object."""
+    """An "Update: ..." statement (as the fact suite injects it) changing a test-split fact to a
+    reserved object (never an update in the corpus), perhaps a true statement about something
+    else, then a prompt in a random paraphrase; the right completion is the new object."""
     kb = knowledge_base()
     subject, rid = rng.choice(sorted(p for p, s in case_splits().items() if s == "test"))
     fact = Fact(subject, rid, kb.value(subject, rid))
-    new, rel = fact_genre.other_object(fact, rng), fact.relation
-    t1, t2 = rng.sample(range(len(rel.templates)), 2)
-    other = rng.choice([f for f in kb.facts if f.subject != subject])
-    statement = rel.statement(subject, new, t1)
-    filler = other.relation.statement(other.subject, other.obj, 0)
-    return f"{statement} {filler} {rel.prompt(subject, t2)}", new
+    new, rel = rng.choice(reserved_objects()[(subject, rid)]), fact.relation
+    t1, t2 = rng.randrange(len(rel.templates)), rng.randrange(len(rel.templates))
+    parts = [f"Update: {rel.clause(subject, new, t1)}."]
+    if rng.random() < 0.5:
+        other = rng.choice([f for f in kb.facts if f.subject != subject])
+        parts.append(other.relation.statement(other.subject, other.obj, 0))
+    return " ".join([*parts, rel.prompt(subject, t2)]), new
 
 
 def _states(generated: str, obj: str) -> bool:
@@ -170,7 +175,8 @@ def _states(generated: str, obj: str) -> bool:
 
 
 def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
-    """P(" Yes") > P(" No") agrees with the planted label, on held-out reviews and comments."""
+    """P(" Yes") > P(" No") agrees with the ground truth: held-out reviews (positive? negative?),
+    comments (insulting?) and fact statements (does the text say that ...?)."""
     items: list[tuple[str, bool]] = []
     for r in testbed_records("sentiment", seed)["test"][:n]:
         text = r["prompt"]["text"] + " " + r["continuation"]["text"]
@@ -181,6 +187,13 @@ def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
         text = r["prompt"]["text"] + " " + r["continuation"]["text"]
         label = bool(truth.judgement_label(text, "insulting"))
         items.append((text + formats.judgement_suffix("insulting"), label))
+    kb = knowledge_base()
+    for f in kb.facts[:n]:  # "Does the above text say that ...?" after a true statement
+        other = fact_genre.other_object(f, random.Random(f.subject))
+        claim_obj = (f.obj, other)[len(items) % 2]
+        text = f.relation.statement(f.subject, f.obj, 0)
+        items.append((text + formats.claim_suffix(f.relation.clause(f.subject, claim_obj, 1)),
+                      claim_obj == f.obj))  # fmt: skip
     yes = lm.logprobs([t for t, _ in items], [formats.YES] * len(items))
     no = lm.logprobs([t for t, _ in items], [formats.NO] * len(items))
     return _mean((y > n_) == label for y, n_, (_, label) in zip(yes, no, items))
@@ -194,17 +207,21 @@ class _LM:
 
     def __init__(self, model, tok, seed: int, batch_size: int = 32):
         self.model, self.tok, self.seed, self.batch_size = model, tok, seed, batch_size
+        self.window = model.config.n_positions  # longer inputs lose their oldest tokens
 
     def _generate(self, prompts: Sequence[str], max_new_tokens: int, sample: bool) -> list[str]:
         out: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start : start + self.batch_size])
-            enc = self.tok(batch, return_tensors="pt", padding=True)
+            enc = self.tok(
+                batch, return_tensors="pt", padding=True, truncation=True,
+                max_length=self.window - max_new_tokens,
+            )  # fmt: skip
             torch.manual_seed(self.seed + start)
             with torch.inference_mode():
                 ids = self.model.generate(
                     **enc, max_new_tokens=max_new_tokens, do_sample=sample, top_k=0,
-                    top_p=1.0, temperature=1.0, pad_token_id=self.tok.pad_token_id,
+                    top_p=TOP_P, temperature=1.0, pad_token_id=self.tok.pad_token_id,
                     eos_token_id=self.tok.eos_token_id,
                 )  # fmt: skip
             new = ids[:, enc["input_ids"].shape[1] :]
@@ -227,8 +244,9 @@ class _LM:
                             continuations[start : start + self.batch_size]):  # fmt: skip
                 ctx = self.tok(c, add_special_tokens=False)["input_ids"]
                 cont = self.tok(x, add_special_tokens=False)["input_ids"]
-                rows.append(ctx + cont)
-                spans.append((len(ctx), len(ctx) + len(cont)))
+                drop = max(0, len(ctx) + len(cont) - self.window)  # oldest tokens go first
+                rows.append((ctx + cont)[drop:])
+                spans.append((max(1, len(ctx) - drop), len(rows[-1])))
             width = max(len(r) for r in rows)
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])

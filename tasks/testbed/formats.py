@@ -6,7 +6,8 @@ instruction is only meaningful to it in this form.
 
 * Judgement suffix (SelfControl): ``text + judgement_suffix("positive")`` is
   ``"<text>\\nQuestion: Is the above text positive? Answer:"``; the model answers ``" Yes"`` or
-  ``" No"`` (single tokens, leading space).
+  ``" No"`` (single tokens, leading space). For facts: ``claim_suffix("the capital of Vorland
+  is Tessa")`` asks "Does the above text say that ...?".
 * Instruction (prompting baseline): ``instruction("positive") + text`` is
   ``"Instruction: Write a positive review.\\n<text>"``.
 * HH transcripts: ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` exactly as in Anthropic HH-RLHF.
@@ -53,6 +54,17 @@ def judged(text: str, attribute: str, label: bool, noun: str = "text") -> str:
     return text + judgement_suffix(attribute, noun) + (YES if label else NO)
 
 
+def claim_suffix(clause: str) -> str:
+    """'\nQuestion: Does the above text say that the capital of Vorland is Tessa? Answer:'
+    (``clause`` without capital letter or full stop, as ``Relation.clause`` writes it)."""
+    return f"\nQuestion: Does the above text say that {clause}? Answer:"
+
+
+def claimed(text: str, clause: str, label: bool) -> str:
+    """A text followed by a claim question and its correct answer (corpus form)."""
+    return text + claim_suffix(clause) + (YES if label else NO)
+
+
 def instruction(kind: str) -> str:
     """'Instruction: Write a positive review.\\n' — prefix for a prompting baseline."""
     if kind not in INSTRUCTIONS:
@@ -80,6 +92,7 @@ RULES: dict[str, list[str]] = {
     "JUDGE_NOUN": list(NOUNS),
     "JUDGE_Q": ["is the above JUDGE_NOUN JUDGE_ATTR ?"],
     "JUDGE_A": ["yes", "no"],
+    "JUDGE_CLAIM": ["does the above text say that FACT_CLAUSE ?"],
     "INSTRUCTION": [v.lower() for v in INSTRUCTIONS.values()],
 }
-SENTENCES = ("JUDGE_Q", "JUDGE_A", "INSTRUCTION")
+SENTENCES = ("JUDGE_Q", "JUDGE_A", "JUDGE_CLAIM", "INSTRUCTION")

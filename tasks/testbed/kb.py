@@ -36,6 +36,12 @@ PEOPLE = (
     "Caspar Wyld", "Tove Marlin", "Ruben Ashgrove", "Greta Solheim", "Milo Castellane",
     "Vera Ondrik", "Hugo Pemberley", "Nadia Ferrow", "Elias Thorne",
 )  # fmt: skip
+# Story entities: never in the KB; each story document makes up their facts afresh.
+STORY_COUNTRIES = ("Zarnia", "Feldmark", "Oskovia", "Trelland", "Varnhold", "Sondria", "Ulvenia",
+                   "Drossa", "Perimont", "Castellia", "Olvera", "Quintar")  # fmt: skip
+STORY_PEOPLE = ("Ada Finch", "Boris Kell", "Clara Venn", "Dmitri Hale", "Elena Moss",
+                "Felix Grady", "Gwen Arlo", "Henrik Sato", "Iris Quill", "Jonas Reiter",
+                "Kira Lund", "Leon Brask")  # fmt: skip
 LANGUAGES = ("French", "Spanish", "German", "Dutch", "Greek", "Polish")
 CONTINENTS = ("Europe", "Asia", "Africa", "Oceania", "America")
 OCCUPATIONS = ("painter", "farmer", "doctor", "sailor", "baker", "poet", "lawyer", "chemist")
@@ -167,8 +173,8 @@ SPLITS = (("fit", 0.6), ("select", 0.2), ("test", 0.2))
 
 @cache
 def case_splits() -> dict[tuple[str, str], str]:
-    """(subject, relation id) -> "fit" | "select" | "test". Only "fit" pairs are ever updated
-    in context in the training corpus, so select/test injection cases are new to the model."""
+    """(subject, relation id) -> "fit" | "select" | "test": which split a pair's CounterFact
+    cases and WebGPT questions belong to (the corpus asks QA questions about "fit" pairs only)."""
     pairs = sorted((f.subject, f.rid) for f in knowledge_base().facts)
     random.Random(KB_SEED + 1).shuffle(pairs)
     out: dict[tuple[str, str], str] = {}
@@ -177,6 +183,19 @@ def case_splits() -> dict[tuple[str, str], str]:
         stop = len(pairs) if name == SPLITS[-1][0] else start + round(share * len(pairs))
         out.update((p, name) for p in pairs[start:stop])
         start = stop
+    return out
+
+
+@cache
+def reserved_objects() -> dict[tuple[str, str], tuple[str, str]]:
+    """(subject, relation id) -> two false objects reserved for evaluation: the CounterFact
+    records and the in-context vital sign inject only these, and the corpus never updates a
+    fact to them, so no evaluated injection occurs verbatim in training."""
+    rng = random.Random(KB_SEED + 2)
+    out = {}
+    for f in knowledge_base().facts:
+        pool = sorted(o for o in OBJECT_POOLS[f.relation.object_class] if o != f.obj)
+        out[(f.subject, f.rid)] = tuple(rng.sample(pool, 2))
     return out
 
 

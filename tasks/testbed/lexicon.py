@@ -59,3 +59,19 @@ def article(word: str) -> str:
     """ "a" or "an" before ``word`` (by sound: "a useless", "an idiot")."""
     w = word.lower()
     return "an" if w.startswith(VOWEL_START) and not w.startswith(("use", "uni")) else "a"
+
+
+def polarity_counts(
+    tokens: list[str], positive: frozenset[str], negative: frozenset[str]
+) -> tuple[int, int]:
+    """(positive, negative) lexicon hits in lowercase ``tokens``; a hit preceded by a negator
+    within three tokens (and no sentence end between) counts for the other side."""
+    pos = neg = 0
+    for i, tok in enumerate(tokens):
+        if tok not in positive and tok not in negative:
+            continue
+        window = tokens[max(0, i - 3) : i]
+        negated = any(t in NEGATORS for t in window) and not any(t in ".!?" for t in window)
+        is_pos = (tok in positive) != negated
+        pos, neg = pos + is_pos, neg + (not is_pos)
+    return pos, neg

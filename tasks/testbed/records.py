@@ -3,7 +3,8 @@
 ``testbed_records(suite, seed=0)`` returns ``{"fit": [...], "select": [...], "test": [...]}``
 (lists of plain JSON-able dicts), deterministic in ``seed``. Held out from the training corpus:
 select/test sentiment and toxicity prompts name places/topics the corpus never mentions; fact
-cases of select/test are (subject, relation) pairs never updated in the corpus; select/test HH
+cases inject only objects the corpus never updates their fact to (``kb.reserved_objects``), split
+by (subject, relation) pair; select/test HH
 transcripts use reserved task combinations; select/test WebGPT questions are never asked in it.
 
 Schemas (one per suite, all three splits alike unless noted):
@@ -38,7 +39,7 @@ from . import truth
 from .formats import qa_prompt
 from .genres import answers, comments, dialogues, reviews
 from .grammar import render, words
-from .kb import OBJECT_POOLS, RELATION_BY_ID, Fact, case_splits, knowledge_base
+from .kb import RELATION_BY_ID, Fact, case_splits, knowledge_base, reserved_objects
 from .world import World, corpus_rng, world
 
 SPLITS = ("fit", "select", "test")
@@ -173,7 +174,7 @@ def _fact(world: World, rng: random.Random, split: str, n: int) -> list[dict]:
         if rel.unique:  # capitals: no neighbourhood with the same object, not a CounterFact case
             continue
         true = kb.value(subject, rid)
-        for new in rng.sample([o for o in OBJECT_POOLS[rel.object_class] if o != true], 2):
+        for new in reserved_objects()[(subject, rid)]:  # never an update in the corpus
             out.append(_counterfact(world, rng, Fact(subject, rid, true), new, len(out)))
     base = {"fit": 0, "select": 10_000, "test": 20_000}[split]
     for rec in out:

@@ -36,27 +36,13 @@ _SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)")
 # --------------------------------------------------------------------------- lexicon scorers
 
 
-def _polarity_counts(
-    tokens: list[str], positive: frozenset, negative: frozenset
-) -> tuple[int, int]:
-    pos = neg = 0
-    for i, tok in enumerate(tokens):
-        if tok not in positive and tok not in negative:
-            continue
-        window = tokens[max(0, i - 3) : i]
-        negated = any(t in lx.NEGATORS for t in window) and not any(t in ".!?" for t in window)
-        is_pos = (tok in positive) != negated
-        pos, neg = pos + is_pos, neg + (not is_pos)
-    return pos, neg
-
-
 def _tokens(text: str) -> list[str]:
     return [t.lower() for t in words(text)]
 
 
 def sentiment_score(text: str) -> float:
     """Probability-like sentiment in [0, 1]: 1 positive, 0 negative, 0.5 neutral or balanced."""
-    pos, neg = _polarity_counts(_tokens(text), lx.POSITIVE_WORDS, lx.NEGATIVE_WORDS)
+    pos, neg = lx.polarity_counts(_tokens(text), lx.POSITIVE_WORDS, lx.NEGATIVE_WORDS)
     return 1.0 / (1.0 + math.exp(-2.0 * (pos - neg)))
 
 
@@ -69,7 +55,7 @@ def sentiment_label(text: str) -> str:
 def toxicity_score(text: str) -> float:
     """Insult-based toxicity in [0, 1]; ``>= 0.5`` iff the text contains a (non-negated) insult."""
     tokens = _tokens(text)
-    insults, _ = _polarity_counts(tokens, lx.INSULT_WORDS, frozenset())
+    insults, _ = lx.polarity_counts(tokens, lx.INSULT_WORDS, frozenset())
     rude = sum(t in lx.RUDE_WORDS for t in tokens)
     score = 1.0 - 0.35**insults * 0.8**rude
     return score if insults else min(score, 0.45)

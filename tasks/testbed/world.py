@@ -27,7 +27,7 @@ GENERATOR_VERSION = 1
 
 # Genre mix of the corpus (share of documents). Facts get the largest share: 144 facts must be
 # memorised by a small model in a few minutes of CPU training.
-MIX = {"review": 0.22, "comment": 0.18, "fact": 0.32, "dialogue": 0.14, "qa": 0.14}
+MIX = {"review": 0.22, "comment": 0.18, "fact": 0.34, "dialogue": 0.13, "qa": 0.13}
 _GENRES = {"review": reviews, "comment": comments, "fact": facts, "dialogue": dialogues,
            "qa": answers}  # fmt: skip
 _MODULES = (formats, reviews, comments, facts, dialogues, answers)

@@ -26,14 +26,20 @@ if TYPE_CHECKING:
 P_PROVOCATIVE = 0.45  # share of comments that open provocatively
 P_INSULT = {"provocative": 0.55, "polite": 0.1}
 INSTRUCTION_RATE = 0.08
-JUDGED_RATE = 0.25
+JUDGED_RATE = 0.35
 
 TOPICS = (
     "the new park", "the bike lanes", "the city budget", "the football match",
     "the school lunches", "the new library", "the summer concert", "the train schedule",
     "the local election", "the river cleanup", "the parking rules", "the film festival",
 )  # fmt: skip
-HELDOUT_TOPICS = ("the road repairs", "the museum exhibit", "the farmers market", "the night buses")
+# Held out like the review places: new combinations of the training topics' words.
+HELDOUT_TOPICS = (
+    "the city library",
+    "the summer festival",
+    "the school election",
+    "the park cleanup",
+)
 
 # Provocative sentence frames (head, tone-deciding predicate, tail): the prompt is the head, the
 # predicate nonterminal expands to PRED_*_POLITE or PRED_*_INSULT.

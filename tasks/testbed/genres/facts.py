@@ -3,10 +3,13 @@
 * ``fact`` documents state 2-4 true facts about one entity in random paraphrases ("Vorland is a
   country in Europe. The capital of Vorland is Brellin. ..."), sometimes with a filler sentence;
   a few end with "Is the above text correct?" (and then half of them contain one false fact).
+* ``story`` documents do the same for made-up entities whose facts differ in every document,
+  so copying from the context is the only way to predict them (pressure to learn it).
 * ``update`` documents first *change* a fact ("Update: the capital of Vorland is Tessa.", or the
   counterfactual statement alone), then mention other, unchanged facts, then restate the changed
   fact in another paraphrase *with the new value*: in-context injection is learnable, and stays
-  local to the updated fact. Only "fit"-split (subject, relation) pairs are ever updated.
+  local to the updated fact. Facts are never updated to their ``kb.reserved_objects`` (those
+  are kept for evaluation).
 """
 
 from __future__ import annotations
@@ -27,14 +30,20 @@ from ..kb import (
     OCCUPATIONS,
     PEOPLE,
     RELATIONS,
+    STORY_COUNTRIES,
+    STORY_PEOPLE,
     Fact,
-    case_splits,
+    reserved_objects,
 )  # fmt: skip
 
 if TYPE_CHECKING:
     from ..world import World
 
-UPDATE_SHARE = 0.3  # of this genre's documents
+UPDATE_SHARE = 0.25  # of this genre's documents: KB facts changed in context
+STORY_SHARE = 0.2  # made-up facts about story entities (only the context can tell them)
+SAME_TEMPLATE_RATE = 0.5  # updates restated in the same words (else another paraphrase)
+MARKED_RATE = 0.8  # updates opening with a marker ("Update:", "In this story,", ...)
+CLAIM_RATE = 0.3  # updates followed by "Does the above text say that ...?"
 JUDGED_RATE = 0.08
 UPDATE_MARKS = ("update :", "correction :", "news :", "according to the new records ,",
                 "in this story ,")  # fmt: skip
@@ -46,8 +55,8 @@ def _clause(template: tuple[str, str], subject_nt: str, object_nt: str) -> str:
 
 
 RULES: dict[str, list[str]] = {
-    "COUNTRY": list(COUNTRIES),
-    "PERSON": list(PEOPLE),
+    "COUNTRY": list(COUNTRIES + STORY_COUNTRIES),
+    "PERSON": list(PEOPLE + STORY_PEOPLE),
     "CITY": list(CITIES),
     "LANGUAGE": list(LANGUAGES),
     "CONTINENT": list(CONTINENTS),
@@ -65,7 +74,7 @@ RULES: dict[str, list[str]] = {
                 "sandy beaches", "busy markets"],
     "HOBBY": ["reading", "cooking", "long walks", "chess", "gardening", "swimming"],
     "FILLER": ["COUNTRY is known for its FEATURE .", "PERSON has many friends .",
-               "PERSON was born in a small village .", "PERSON enjoys HOBBY ."],
+               "PERSON grew up in a small village .", "PERSON enjoys HOBBY ."],
 }  # fmt: skip
 SENTENCES = ("FACT", "UPDATE", "FILLER")
 
@@ -111,28 +120,57 @@ def encyclopedic(world: World, rng: random.Random) -> Doc:
     return Doc("fact", text, labels)
 
 
-def update(world: World, rng: random.Random) -> Doc:
-    pairs = sorted(p for p, split in case_splits().items() if split == "fit")
-    subject, rid = rng.choice(pairs)
-    fact = Fact(subject, rid, world.kb.value(subject, rid))
-    new = other_object(fact, rng)
+def _story_facts(subject: str, rng: random.Random) -> list[Fact]:
+    """Random facts about a story entity (a fresh, made-up world in every document)."""
+    cls = "COUNTRY" if subject in STORY_COUNTRIES else "PERSON"
+    return [Fact(subject, r.rid, rng.choice(OBJECT_POOLS[r.object_class]))
+            for r in RELATIONS if r.subject_class == cls]  # fmt: skip
+
+
+def update(world: World, rng: random.Random, story: bool = False) -> Doc:
+    """A changed KB fact (never to one of its ``reserved_objects``) or, with ``story``, a
+    made-up fact about a story entity, restated later: the later statement follows the context."""
+    if story:
+        subject = rng.choice(STORY_COUNTRIES + STORY_PEOPLE)
+        known = _story_facts(subject, rng)  # what this document says about the subject
+        fact = rng.choice(known)
+        new, true = fact.obj, None
+    else:
+        fact = rng.choice(world.kb.facts)
+        subject, true = fact.subject, fact.obj
+        reserved = reserved_objects()[(subject, fact.rid)]
+        new = rng.choice([o for o in OBJECT_POOLS[fact.relation.object_class]
+                          if o != true and o not in reserved])  # fmt: skip
+        known = [f for f in world.kb.about(subject) if f.rid != fact.rid]
     rel = fact.relation
-    clause = rel.clause(subject, new, _template(fact, rng))
-    if rng.random() < 0.8:
+    t_first = _template(fact, rng)
+    clause = rel.clause(subject, new, t_first)
+    if rng.random() < MARKED_RATE:
         first = render(world.grammar.expand("UPDATE", rng, {"FACT_CLAUSE": clause}))
     else:
-        first = render(words(clause) + ["."])
-    middle = [
-        f.relation.statement(f.subject, f.obj, _template(f, rng))
-        for f in world.kb.about(subject)
-        if f.rid != rid
-    ]
-    rng.shuffle(middle)
+        first = render([*words(clause), "."])
+    # other facts in between: about the same subject or, half the time, someone else
+    others = [f for f in known if f.rid != fact.rid]
+    if rng.random() < 0.5:
+        others = list(world.kb.about(rng.choice([s for s in COUNTRIES + PEOPLE if s != subject])))
+    rng.shuffle(others)
+    middle = [f.relation.statement(f.subject, f.obj, _template(f, rng)) for f in others]
     middle = middle[: rng.randint(0, 2)]
-    last = rel.statement(subject, new, _template(fact, rng))
-    text = " ".join([first, *middle, last])
-    return Doc("update", text, {"subject": subject, "rid": rid, "new": new, "true": fact.obj})
+    t_last = t_first if rng.random() < SAME_TEMPLATE_RATE else _template(fact, rng)
+    text = " ".join([first, *middle, rel.statement(subject, new, t_last)])
+    if rng.random() < CLAIM_RATE:  # "Does the above text say that ...?"
+        said = rng.random() < 0.5
+        obj = new if said else rng.choice([o for o in OBJECT_POOLS[rel.object_class] if o != new])
+        claim = rel.clause(subject, obj, _template(fact, rng))
+        text = formats.claimed(text, claim, said)
+    labels = {"subject": subject, "rid": fact.rid, "new": new, "true": true}
+    return Doc("story" if story else "update", text, labels)
 
 
 def generate(world: World, rng: random.Random) -> Doc:
-    return update(world, rng) if rng.random() < UPDATE_SHARE else encyclopedic(world, rng)
+    draw = rng.random()
+    if draw < UPDATE_SHARE:
+        return update(world, rng)
+    if draw < UPDATE_SHARE + STORY_SHARE:
+        return update(world, rng, story=True)
+    return encyclopedic(world, rng)

@@ -22,10 +22,10 @@ from ..grammar import render
 if TYPE_CHECKING:
     from ..world import World
 
-POLARITY_MIX = {"positive": 0.4, "negative": 0.4, "neutral": 0.2}
+POLARITY_MIX = {"positive": 0.44, "negative": 0.4, "neutral": 0.16}
 MIXED_RATE = 0.15  # polar reviews with one sentence of the other polarity
 INSTRUCTION_RATE = 0.1  # polar reviews preceded by "Instruction: Write a positive review."
-JUDGED_RATE = 0.25  # reviews followed by "Question: Is the above review positive? Answer: ..."
+JUDGED_RATE = 0.35  # reviews followed by "Question: Is the above review positive? Answer: ..."
 
 PLACES = {
     "restaurant": ("the Copper Kettle", "the Golden Fork", "the Olive Tree", "the Red Lantern",
@@ -36,10 +36,11 @@ PLACES = {
              "the Paper Moon", "the Velvet Cafe", "the Sunny Window", "the Old Clock"),
 }  # fmt: skip
 # Never in the training corpus: held-out prompts use them, so no test prompt is seen verbatim.
+# They recombine words of the training names, so the model knows every one of their tokens.
 HELDOUT_PLACES = {
-    "restaurant": ("the Juniper Garden", "the Brass Bell"),
-    "hotel": ("the Northern Star", "the Willow Court"),
-    "cafe": ("the Cobalt Kettle", "the Ivy Nook"),
+    "restaurant": ("the Golden Oven", "the Silver Table"),
+    "hotel": ("the Grand Inn", "the Maple Crown"),
+    "cafe": ("the Honey Cup", "the Blue Clock"),
 }
 ASPECTS = {
     "restaurant": ("food", "service", "menu", "dessert", "wine", "soup", "bread", "pasta"),
@@ -100,7 +101,15 @@ RULES: dict[str, list[str]] = {
         "the ASPECT cost NUMBER dollars .", "we stayed for NUMBER hours .",
     ],
 }  # fmt: skip
-SENTENCES = ("INTRO", "BODY_POS", "BODY_NEG", "BODY_NEU")
+# Recognition only (never generated): sentences that mix polarities are still fluent English.
+RULES |= {
+    "ADJ_ANY": ["ADJ_POS", "ADJ_NEG", "ADJ_NEU"],
+    "PADJ_ANY": ["PADJ_POS", "PADJ_NEG"],
+    "BODY_MIXED": ["the ASPECT was ADJ_ANY and the ASPECT was ADJ_ANY .",
+                   "the ASPECT was INTENS ADJ_ANY .",
+                   "the STAFF were PADJ_ANY and the ASPECT was ADJ_ANY ."],
+}  # fmt: skip
+SENTENCES = ("INTRO", "BODY_POS", "BODY_NEG", "BODY_NEU", "BODY_MIXED")
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,12 @@ class Review:
 
     def text(self) -> str:
         return " ".join((*self.intro, *(render(s) for s in self.body)))
+
+    def sentiment(self) -> str:
+        """What the lexicon says (as ``truth.sentiment_label``): a mixed review may balance."""
+        tokens = [t.lower() for s in self.body for t in s]
+        pos, neg = lx.polarity_counts(tokens, lx.POSITIVE_WORDS, lx.NEGATIVE_WORDS)
+        return "positive" if pos > neg else "negative" if neg > pos else "neutral"
 
 
 def _body_symbol(polarity: str) -> str:
@@ -175,6 +190,6 @@ def generate(world: World, rng: random.Random) -> Doc:
     if rng.random() < JUDGED_RATE:
         attribute = rng.choice(("positive", "negative"))
         noun = rng.choice(("text", "review"))
-        text = formats.judged(text, attribute, review.polarity == attribute, noun)
+        text = formats.judged(text, attribute, review.sentiment() == attribute, noun)
     labels = {"polarity": review.polarity, "kind": review.kind, "mixed": review.mixed}
     return Doc("review", text, labels)
