@@ -64,6 +64,7 @@ class PrefixParams:
     train_on: Literal["prompt", "prompt+response"] = "prompt+response"
     train_steps: int = 100  # the MSE plateaus at ~10-20% of its start by ~50 steps (testbed)
     lr: float = 0.01
+    weight_decay: float = 1.0  # AdamW decay of keys/values: smaller reads on unseen tokens
     batch_size: int = 16
     seed: int = 0
 
@@ -226,7 +227,13 @@ class PrefixController(Method):
                 trained[i, width - len(row) : width - len(row) + n_trained] = True
             batches.append((batch, goal.to(subject.device), trained.to(subject.device)))
         cfg = TrainConfig(
-            p.heads, p.prefix_len, p.train_steps if kept else 0, p.lr, p.batch_size, p.seed
+            p.heads,
+            p.prefix_len,
+            p.train_steps if kept else 0,
+            p.lr,
+            p.batch_size,
+            p.seed,
+            p.weight_decay,
         )
         keys, values, losses = train_prefix(subject, layers, batches, cfg)
         meta["loss"] = [losses[0], losses[-1]] if losses else []

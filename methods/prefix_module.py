@@ -141,6 +141,7 @@ class TrainConfig:
     lr: float
     batch_size: int
     seed: int
+    weight_decay: float = 0.0  # AdamW decay of keys and values (keeps unseen-token reads small)
 
 
 def train_prefix(
@@ -163,7 +164,7 @@ def train_prefix(
     values = torch.zeros(len(layers), slots, d, device=subject.device)
     keys.requires_grad_(True)
     values.requires_grad_(True)
-    optimiser = torch.optim.Adam([keys, values], lr=cfg.lr)
+    optimiser = torch.optim.AdamW([keys, values], lr=cfg.lr, weight_decay=cfg.weight_decay)
     prefix = PrefixHooks(layers, keys, values, cfg.heads)
     losses = []
     with (

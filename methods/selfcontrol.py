@@ -14,7 +14,8 @@ Adapter choices (where the paper leaves the harness to decide):
   sampling settings from the model under the best deltas (greedy settings return the
   best-scoring response itself).
 - Step sizes are relative by default: the clipped gradient (the paper's direction) is rescaled
-  per prompt so that a step of s moves the prompt's states by s x their own RMS norm. The
+  per prompt so that a step of s moves the prompt's states of each of the K steered layers by
+  s / K x their own RMS norm (the K moves add up in the residual stream). The
   paper's raw steps (0.5 on Llama-2-7B) do not transfer across models - on the testbed the
   suffix gradient per token is ~0.01, so they would move nothing; `step_scale = "absolute"`
   restores them.
@@ -56,10 +57,11 @@ from methods.selfcontrol_search import Optimised, SearchConfig, optimise
 @dataclass(frozen=True)
 class SelfControlParams:
     iterations: int = 2  # gradient steps per prompt at most (paper: 1-3)
-    # First candidate step, multiplied by the strength. "relative": a fraction of the prompt's
-    # hidden-state norm (RMS over layers and tokens) - the same knob on any model; "absolute":
-    # the paper's raw step on the clipped gradient (0.5 on Llama-2-7B).
-    step_size: float = 0.05
+    # First candidate step, multiplied by the strength. "relative": the fraction of the prompt's
+    # hidden-state norm by which all steered layers together move it (each layer 1/K of it) -
+    # the same knob on any model and depth; "absolute": the paper's raw step on the clipped
+    # gradient (0.5 on Llama-2-7B).
+    step_size: float = 0.2
     step_scale: Literal["relative", "absolute"] = "relative"
     search_steps: int = 2  # candidate steps per iteration: step_size * search_factor**k
     search_factor: float = 2.0

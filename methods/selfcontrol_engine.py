@@ -282,7 +282,9 @@ def relative_scale(
 ) -> torch.Tensor:
     """Per-prompt factor (n,) that rescales `grad` (K, n, L, d) so that its RMS token norm over
     the steered layers and prompt tokens equals the RMS norm of the (current) hidden states
-    there: a step of size s then moves the prompt's states by s x their own norm, in RMS."""
+    there, divided by the number of steered layers K: a step of size s then moves each layer's
+    prompt states by s / K x their own norm (RMS), so that the moves of all K layers, which add
+    up in the residual stream, come to about s x the norm whatever the model's depth."""
     with hooks.active(deltas, lengths, record=True) as recorded:
         last_logits(subject, prompts)
     states = torch.stack([recorded[layer] for layer in hooks.layers])  # (K, n, W, d) left padded
@@ -291,4 +293,4 @@ def relative_scale(
     tokens = len(hooks.layers) * lengths.to(states.dtype)  # (n,)
     hidden_rms = ((states.square().sum(-1) * real).sum((0, 2)) / tokens).sqrt()
     grad_rms = (grad.square().sum((0, 2, 3)) / tokens).sqrt()
-    return hidden_rms / grad_rms.clamp_min(1e-12)
+    return hidden_rms / grad_rms.clamp_min(1e-12) / len(hooks.layers)

@@ -29,8 +29,8 @@ CONTEXTS = ["The movie was", "The movie was", "I hate this place ,"]
 CONTINUATIONS = [" wonderful .", " terrible .", " the food is bad"]
 GREEDY = GenerationSettings(max_new_tokens=6, temperature=0.0, num_samples=2, batch_size=2)
 SAMPLED = GenerationSettings(max_new_tokens=6, temperature=1.0, num_samples=2, seed=3)
-# A large step (half the hidden-state norm): the tiny models are untrained.
-FAST = SelfControlParams(iterations=2, step_size=0.5, loglik_max_new_tokens=4)
+# A large step (1.5x the hidden-state norm): the tiny models are untrained.
+FAST = SelfControlParams(iterations=2, step_size=1.5, loglik_max_new_tokens=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -179,7 +179,7 @@ def test_gradient_matches_finite_differences_and_is_clipped(gpt2_subject):
 
 
 def test_relative_steps_are_fractions_of_the_hidden_norm(gpt2_subject):
-    """Rescaled, the step direction's RMS token norm equals the prompt states' RMS norm."""
+    """Rescaled, the step direction's RMS token norm is the prompt states' RMS norm / K."""
     from bench.steering import attached
     from methods.prefix_module import Batch, record_states
     from methods.selfcontrol_engine import relative_scale
@@ -197,7 +197,7 @@ def test_relative_steps_are_fractions_of_the_hidden_norm(gpt2_subject):
     for b, n in enumerate(lengths.tolist()):
         hidden_rms = states[:, b, -n:].norm(dim=-1).square().mean().sqrt()
         step_rms = (scale[b] * grad[:, b, :n]).norm(dim=-1).square().mean().sqrt()
-        torch.testing.assert_close(step_rms, hidden_rms)
+        torch.testing.assert_close(step_rms * subject.n_layers, hidden_rms)
 
 
 # ---------------------------------------------------------------------------- the search
@@ -282,7 +282,7 @@ def test_loglikelihoods_are_scored_under_the_context_deltas(subject):
         assert changed == bool(found.steps[j] > 0)
         assert steered[i].n_tokens == base[i].n_tokens
     assert "logprobs" not in vars(subject)
-    unsteered = SelfControl(SelfControlParams(step_size=0.5, steer_loglikelihood=False))
+    unsteered = SelfControl(SelfControlParams(step_size=1.5, steer_loglikelihood=False))
     with unsteered.steer(subject, state, 1.0):
         assert subject.logprobs(CONTEXTS, CONTINUATIONS) == base
 
@@ -300,7 +300,7 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
 
     TASKS._loaded()["toy"] = ToyTask
     try:
-        fast = {"iterations": 1, "step_size": 0.5, "loglik_max_new_tokens": 3}
+        fast = {"iterations": 1, "step_size": 1.5, "loglik_max_new_tokens": 3}
         methods = (
             MethodSpec(name="selfcontrol", strengths=(1.0,), params=fast),
             MethodSpec(
