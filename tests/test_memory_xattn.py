@@ -23,15 +23,6 @@ PROMPT = "The capital of Vorland is"
 SMALL = dict(corpus_texts=tuple(CORPUS), steps=6, batch_size=4, seq_len=24, layer=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training is many small ops: on a shared 2-core machine one thread is much faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def params(**overrides) -> MemoryXAttnParams:
     return MemoryXAttnParams(**{**SMALL, **overrides})
 

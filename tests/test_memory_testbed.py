@@ -1,0 +1,73 @@
+"""Both memory methods really inject facts into the built-in testbed model.
+
+Slow: needs the trained testbed (built once per test session into the session's cache, or reused
+from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about a minute on
+one CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions),
+from log-probabilities only. The thresholds sit well inside the effects measured when the
+defaults were chosen (issue 9 note, 24 select + test cases): unsteered efficacy 0.04; memory_add
+0.62 at strength 16; memory_xattn 0.33 at strength 8.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bench.method import Method
+from bench.subject import Subject
+from bench.task import Loglikelihood
+from methods import memory_xattn as mx
+from methods.memory import MemoryAdd, MemoryXAttn
+from tasks.fact import FactInjection, rewrite_scores
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory) -> Subject:
+    """The testbed from the session's cache (as tests/conftest.py chooses it), never the user's.
+
+    Module-scoped, so it runs before the function-scoped cache isolation: name the cache here.
+    """
+    from tasks.testbed import ensure_testbed
+
+    torch.set_num_threads(1)
+    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
+
+
+def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[float, float, float]:
+    """Mean (efficacy, paraphrase, neighbourhood) score over the select and test cases."""
+    task = FactInjection()
+    splits = task.load()
+    totals = [0.0, 0.0, 0.0]
+    examples = [*splits.select, *splits.test]
+    for ex in examples:
+        state = method.fit(subject, task.target(ex, splits))
+        probes = [r for r in task.requests(ex) if isinstance(r, Loglikelihood)]
+        with method.steer(subject, state, strength):
+            scores = subject.logprobs([r.context for r in probes], [r.continuation for r in probes])
+        pairs = [(scores[2 * i], scores[2 * i + 1]) for i in range(len(scores) // 2)]
+        n_para = len(ex.paraphrase_prompts)
+        totals[0] += rewrite_scores(pairs[:1], keep_true=False)[0]
+        totals[1] += rewrite_scores(pairs[1 : 1 + n_para], keep_true=False)[0]
+        totals[2] += rewrite_scores(pairs[1 + n_para :], keep_true=True)[0]
+    return tuple(t / len(examples) for t in totals)
+
+
+def test_memory_add_injects_the_fact(testbed):
+    base = fact_scores(testbed, MemoryAdd(), 0.0)
+    efficacy, paraphrase, _ = fact_scores(testbed, MemoryAdd(), 16.0)
+    assert efficacy > base[0] + 0.3 and paraphrase > base[1] + 0.2
+
+
+def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
+    method = MemoryXAttn()
+    base = fact_scores(testbed, method, 0.0)  # fit: trains (or reuses) the default module
+    key = mx.module_key(testbed, method.params.train_config(testbed))
+    record = mx.training_record(key)
+    assert record["eval_loss_module"] < record["eval_loss_base"] - 0.01
+    efficacy, paraphrase, _ = fact_scores(testbed, method, 8.0)
+    assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1
