@@ -79,8 +79,9 @@ def _model_dtype(subject: Subject) -> torch.dtype:
 # ---------------------------------------------------------------------------- training-free
 @dataclass(frozen=True)
 class MemoryAddParams:
-    # L (negative counts from the end); None: a quarter of the depth (layer 1 of the testbed's 4,
-    # where the testbed sweep found the addition works best; the post used GPT-2's layer 11).
+    # L (negative counts from the end); None: mid-depth (n_layers // 2). The post used GPT-2's
+    # layer 11; on two testbed builds the best layer differed (1 and 3 of 4), mid-depth was second
+    # on both.
     layer: int | None = None
     pool: Literal["last", "mean"] = "last"  # which of the memory's attn_out vectors to add
     positions: str = "all"  # all | prompt | generated | first:K
@@ -96,7 +97,7 @@ class MemoryAdd(Method):
     name = "memory_add"
     summary = "add the memory text's cached attn_out at layer L (training-free)"
     Params = MemoryAddParams
-    default_strengths = (0.0, 2.0, 4.0, 8.0, 16.0)
+    default_strengths = (0.0, 4.0, 8.0, 16.0, 32.0)
     version = "1"
 
     def applies_to(self, target: SteeringTarget) -> bool:
@@ -104,7 +105,7 @@ class MemoryAdd(Method):
 
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
         p = self.params
-        layer = subject.n_layers // 4 if p.layer is None else p.layer
+        layer = subject.n_layers // 2 if p.layer is None else p.layer
         point = subject.hookpoint(f"layers.{layer}.attn_out").name
         acts = memory_activations(subject, target.memory or "", point, p.repeat)  # (m, d)
         _, n_special = memory_tokens(subject, target.memory or "", p.repeat)

@@ -59,7 +59,7 @@ def test_fit_caches_attn_out_of_the_memory(subject, pool):
 
 
 def test_layer_choice_and_repeat(gpt2_subject):
-    assert MemoryAdd().fit(gpt2_subject, TARGET).meta["hookpoint"] == "layers.0.attn_out"  # 3 // 4
+    assert MemoryAdd().fit(gpt2_subject, TARGET).meta["hookpoint"] == "layers.1.attn_out"  # 3 // 2
     state = MemoryAdd(MemoryAddParams(layer=-1, repeat=2)).fit(gpt2_subject, TARGET)
     assert state.meta["hookpoint"] == f"layers.{gpt2_subject.n_layers - 1}.attn_out"
     ids, _ = memory_tokens(gpt2_subject, TARGET.memory, 2)

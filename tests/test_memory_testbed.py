@@ -4,8 +4,8 @@ Slow: needs the trained testbed (built once per test session into the session's 
 from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about a minute on
 one CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions),
 from log-probabilities only. The thresholds sit well inside the effects measured when the
-defaults were chosen (issue 9 note, 24 select + test cases): unsteered efficacy 0.04; memory_add
-0.62 at strength 16; memory_xattn 0.33 at strength 8.
+defaults were chosen (issue 9 note, 24 select + test cases, on two testbed builds): unsteered
+efficacy 0.0; memory_add 0.46 / 0.38 at strength 32; memory_xattn 0.50 / 0.25 at strength 16.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[floa
 
 def test_memory_add_injects_the_fact(testbed):
     base = fact_scores(testbed, MemoryAdd(), 0.0)
-    efficacy, paraphrase, _ = fact_scores(testbed, MemoryAdd(), 16.0)
-    assert efficacy > base[0] + 0.3 and paraphrase > base[1] + 0.2
+    efficacy, paraphrase, _ = fact_scores(testbed, MemoryAdd(), 32.0)
+    assert efficacy > base[0] + 0.25 and paraphrase > base[1] + 0.2
 
 
 def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
@@ -69,5 +69,5 @@ def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
     key = mx.module_key(testbed, method.params.train_config(testbed))
     record = mx.training_record(key)
     assert record["eval_loss_module"] < record["eval_loss_base"] - 0.01
-    efficacy, paraphrase, _ = fact_scores(testbed, method, 8.0)
+    efficacy, paraphrase, _ = fact_scores(testbed, method, 16.0)
     assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1
