@@ -98,7 +98,7 @@ class MemoryAdd(Method):
     summary = "add the memory text's cached attn_out at layer L (training-free)"
     Params = MemoryAddParams
     default_strengths = (0.0, 4.0, 8.0, 16.0, 32.0)
-    version = "1"
+    version = "2"  # 2: default layer mid-depth
 
     def applies_to(self, target: SteeringTarget) -> bool:
         return bool(target.memory and target.memory.strip())
