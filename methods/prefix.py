@@ -143,7 +143,7 @@ class PrefixController(Method):
             )
             return Teaching(
                 rows,
-                found.responses,
+                [candidates[0] for candidates in found.responses],
                 lambda start, end: _delta_rows(subject, hooks, found, start, end),
                 found.scores > found.initial_scores,
                 (float(found.initial_scores.mean()), float(found.scores.mean())),

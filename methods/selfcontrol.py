@@ -9,10 +9,13 @@ responses regenerated, and the best-scoring deltas kept (see `methods.selfcontro
 Adapter choices (where the paper leaves the harness to decide):
 - It is iterative per prompt, so it runs as a generation override; hooks at every steered
   layer add the per-prompt deltas at the prompt positions only (KV-cache decode steps see the
-  edited keys/values). Candidate responses inside the search are greedy (first-token branches
-  + greedy continuation, as in the paper); the returned samples are drawn with the experiment's
-  sampling settings from the model under the best deltas (greedy settings return the
-  best-scoring response itself).
+  edited keys/values). The returned samples are drawn with the experiment's sampling settings
+  from the model under the best deltas (greedy settings return the best-scoring response).
+- Candidates follow the experiment's decoding (`candidates = "auto"`): for greedy decoding the
+  paper's first-token branches (best wins); for sampled decoding B samples whose mean suffix
+  score is the objective. With the paper's greedy branches the search optimises a response the
+  sampler rarely returns: on the testbed's toxicity suite (4 samples at temperature 1) it made
+  the samples more toxic (expected max toxicity 0.86 -> 0.89), sampled candidates less (0.77).
 - Step sizes are relative by default: the clipped gradient (the paper's direction) is rescaled
   per prompt so that a step of s moves the prompt's states of each of the K steered layers by
   s / K x their own RMS norm (the K moves add up in the residual stream). The
@@ -29,7 +32,7 @@ Adapter choices (where the paper leaves the harness to decide):
   context. The core has no log-likelihood override, so the steer context shadows
   `subject.logprobs` on the instance and restores it in `finally`.
 
-Cost knobs: `iterations`, `search_steps`, `branches` (defaults are cheap: 2, 2, 2 - about
+Cost knobs: `iterations`, `search_steps`, `branches` (defaults 2, 2, 4: about
 1 + iterations x search_steps generations of branches x prompts rows per batch, plus the final
 sampling). Turn them up for paper-like runs: iterations 3, search_steps 3, branches 3 (the
 paper: 1-3 iterations, 3 search steps, factor 2). Memory: the deltas are (layers, batch,
@@ -65,7 +68,12 @@ class SelfControlParams:
     step_scale: Literal["relative", "absolute"] = "relative"
     search_steps: int = 2  # candidate steps per iteration: step_size * search_factor**k
     search_factor: float = 2.0
-    branches: int = 2  # first-token branches per candidate response (paper: n_branches)
+    # Candidates per prompt: "branch" = the paper's top-B first tokens continued greedily, the
+    # best wins; "sample" = B samples, their mean score counts. "auto": sample when the
+    # experiment samples (temperature > 0; log-likelihood contexts and distillation sample at
+    # DEFAULT_SAMPLING), branch for greedy generation.
+    candidates: Literal["auto", "branch", "sample"] = "auto"
+    branches: int = 4  # candidates per prompt (paper: n_branches)
     max_grad_norm: float = 1.0  # per-token gradient clipping (paper: norm 1)
     layers: tuple[int, ...] = ()  # resid_post layers whose prompt states move; () = all
     steer_loglikelihood: bool = True  # steer log-likelihood requests too (see module doc)
@@ -78,6 +86,10 @@ class SelfControlParams:
             raise ValueError("step_size, search_factor and max_grad_norm must be positive")
         if self.loglik_max_new_tokens < 1:
             raise ValueError("loglik_max_new_tokens must be at least 1")
+
+
+# Sampling (temperature, top_p) of the candidates where no generation settings say otherwise.
+DEFAULT_SAMPLING = (1.0, 0.9)
 
 
 def suffix_of(state: State) -> SuffixQuestion:
@@ -105,9 +117,17 @@ class Controller:
         self.hooks = DeltaHooks(layers)
         self.last: Optimised | None = None  # the latest search, for inspection and tests
 
-    def config(self, max_new_tokens: int, batch_size: int) -> SearchConfig:
+    def config(
+        self, max_new_tokens: int, batch_size: int, sampling: tuple[float, float, int]
+    ) -> SearchConfig:
+        """`sampling`: (temperature, top_p, seed) of the generation the search serves."""
         p = self.params
         steps = tuple(self.scale * p.step_size * p.search_factor**k for k in range(p.search_steps))
+        temperature, top_p, seed = sampling
+        if p.candidates == "branch":
+            temperature = 0.0
+        elif p.candidates == "sample" and temperature <= 0:
+            temperature, top_p = DEFAULT_SAMPLING
         return SearchConfig(
             p.iterations,
             steps,
@@ -116,6 +136,9 @@ class Controller:
             p.step_scale == "relative",
             max_new_tokens,
             batch_size,
+            temperature,
+            top_p,
+            seed,
         )
 
     def prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
@@ -127,9 +150,13 @@ class Controller:
         return ids[-budget:] or [self.subject.tokenizer.eos_token_id]
 
     def search(
-        self, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int
+        self,
+        prompts: Sequence[list[int]],
+        max_new_tokens: int,
+        batch_size: int,
+        sampling: tuple[float, float, int] = (*DEFAULT_SAMPLING, 0),
     ) -> Optimised:
-        cfg = self.config(max_new_tokens, batch_size)
+        cfg = self.config(max_new_tokens, batch_size, sampling)
         self.last = optimise(self.subject, self.hooks, prompts, self.suffix, cfg)
         return self.last
 
@@ -140,11 +167,14 @@ class Controller:
             batch = [
                 self.prompt_ids(p, s.max_new_tokens) for p in prompts[start : start + s.batch_size]
             ]
-            found = self.search(batch, s.max_new_tokens, s.batch_size)
+            seed = s.seed * 100_003 + index
+            found = self.search(
+                batch, s.max_new_tokens, s.batch_size, (s.temperature, s.top_p, seed)
+            )
             if s.temperature > 0 or s.fixed_length:
-                rows = self._sample(batch, found, s, seed=s.seed * 100_003 + index)
+                rows = self._sample(batch, found, s, seed=seed)
             else:  # greedy settings: the best-scoring response itself
-                rows = [[r] * s.num_samples for r in found.responses]
+                rows = [[r[0]] * s.num_samples for r in found.responses]
             for samples in rows:
                 texts = []
                 for row in samples:

@@ -1,15 +1,23 @@
 """SelfControl's iterative search (Cai et al. 2024, Algorithm 1), batched over prompts.
 
-Per prompt: sample candidate responses by branching on the first token (the top-B next tokens
-under the current deltas, each continued greedily) and keep the one with the best suffix score;
-take the clipped suffix gradient at the prompt positions of every steered layer; try a few step
-sizes (one batched generation for all of them) and keep the step whose regenerated response
-scores best; accept it only if that beats the prompt's best score so far, else the prompt stops
-(the paper's early exit, applied per prompt). The best-scoring deltas and response win.
+Per prompt: draw candidate responses under the current deltas and score them; take the clipped
+suffix gradient at the prompt positions of every steered layer; try a few step sizes (one
+batched generation for all of them) and keep the step whose regenerated candidates score best;
+accept it only if that beats the prompt's best score so far, else the prompt stops (the paper's
+early exit, applied per prompt). The best-scoring deltas win.
+
+Candidates, two ways:
+- "branch" (the paper, for greedy decoding): the top-B first tokens, each continued greedily;
+  the best-scoring one is the response, its score the prompt's score and its gradient the step.
+- "sample" (for sampled decoding): B responses sampled with the experiment's temperature and
+  top-p (seeded); the prompt's score is their mean suffix score and the step follows the
+  gradient of their mean log score - the judgement of the responses the harness will actually
+  draw, not of one the sampler rarely returns.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,20 +39,23 @@ from methods.selfcontrol_engine import (
 class SearchConfig:
     iterations: int  # gradient steps per prompt at most
     step_sizes: tuple[float, ...]  # candidate step sizes tried at every iteration
-    branches: int  # first-token branches per candidate response
+    branches: int  # candidates per prompt: first-token branches, or samples
     max_grad_norm: float  # per-token gradient clipping
     relative: bool  # step sizes are fractions of the hidden states' norm (see relative_scale)
     max_new_tokens: int  # length of candidate responses
     batch_size: int  # rows per forward / generate call
+    temperature: float = 0.0  # 0: "branch" candidates; > 0: "sample" at this temperature
+    top_p: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class Optimised:
     deltas: torch.Tensor  # (K, n, L, d) accumulated steps, zero beyond each prompt's length
     lengths: torch.Tensor  # (n,) prompt lengths in tokens
-    responses: list[list[int]]  # best-scoring response per prompt (token ids)
-    initial_scores: torch.Tensor  # (n,) best suffix score before any step
-    scores: torch.Tensor  # (n,) best suffix score reached
+    responses: list[list[list[int]]]  # the best step's candidates per prompt ([best] if branch)
+    initial_scores: torch.Tensor  # (n,) suffix score before any step
+    scores: torch.Tensor  # (n,) best suffix score reached (mean over samples if sampled)
     steps: torch.Tensor  # (n,) accepted iterations
 
 
@@ -78,9 +89,55 @@ def candidates(
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
-) -> tuple[list[list[int]], torch.Tensor]:
-    """Best-of-branches response per trial row (prompt i under `trial.rows(i)`, no deltas when
-    `trial` is None), and its (unsteered) suffix score."""
+) -> tuple[list[list[list[int]]], torch.Tensor]:
+    """Candidates per trial row (prompt i under `trial.rows(i)`, no deltas when `trial` is
+    None) and the row's (unsteered) suffix score: see the module docstring."""
+    if cfg.temperature > 0:
+        return _sampled(subject, hooks, prompts, trial, lengths, suffix, cfg)
+    return _branched(subject, hooks, prompts, trial, lengths, suffix, cfg)
+
+
+def _sampled(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    trial: Trial | None,
+    lengths: torch.Tensor,
+    suffix: Suffix,
+    cfg: SearchConfig,
+) -> tuple[list[list[list[int]]], torch.Tensor]:
+    n, samples, device = len(prompts), cfg.branches, subject.device
+    rows = [prompts[i // samples] for i in range(n * samples)]  # row i * B + b
+    row_lengths = lengths.repeat_interleave(samples)
+    responses: list[list[int]] = []
+    for k, start in enumerate(range(0, len(rows), cfg.batch_size)):
+        end = start + cfg.batch_size
+        index = torch.arange(start, min(end, len(rows)), device=device) // samples
+        deltas = None if trial is None else trial.rows(index)
+        with hooks.active(deltas, row_lengths[start:end]):
+            responses += decode(
+                subject,
+                rows[start:end],
+                row_lengths[start:end].tolist(),
+                cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                seed=cfg.seed * 1_009 + k,
+            )
+    scores = suffix_scores(subject, hooks, rows, responses, suffix, cfg.batch_size)
+    grouped = [responses[i * samples : (i + 1) * samples] for i in range(n)]
+    return grouped, scores.view(n, samples).mean(-1)
+
+
+def _branched(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    trial: Trial | None,
+    lengths: torch.Tensor,
+    suffix: Suffix,
+    cfg: SearchConfig,
+) -> tuple[list[list[list[int]]], torch.Tensor]:
     n, branches, eos = len(prompts), cfg.branches, subject.tokenizer.eos_token_id
     device = subject.device
     firsts = []  # top-B first tokens per prompt, under the deltas
@@ -108,7 +165,7 @@ def candidates(
     prompt_rows = [prompts[i // branches] for i in range(n * branches)]
     scores = suffix_scores(subject, hooks, prompt_rows, responses, suffix, cfg.batch_size)
     best = scores.view(n, branches).argmax(-1)  # (n,)
-    picked = [responses[i * branches + int(b)] for i, b in enumerate(best)]
+    picked = [[responses[i * branches + int(b)]] for i, b in enumerate(best)]
     return picked, scores.view(n, branches).gather(1, best[:, None]).squeeze(1)
 
 
@@ -116,34 +173,51 @@ def gradients(
     subject: Subject,
     hooks: DeltaHooks,
     prompts: Sequence[Sequence[int]],
-    responses: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[Sequence[int]]],
     deltas: torch.Tensor,
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
 ) -> torch.Tensor:
-    """Step directions (K, n, L, d): clipped suffix gradients, rescaled per prompt when
-    `cfg.relative`; computed in chunks of `batch_size` rows."""
-    chunks = []
-    for start in range(0, len(prompts), cfg.batch_size):
-        end = start + cfg.batch_size
+    """Step directions (K, n, L, d): the gradient of the mean log suffix score over each
+    prompt's candidates, clipped per token, rescaled per prompt when `cfg.relative`."""
+    owner = [j for j, rs in enumerate(responses) for _ in rs]  # prompt of each (prompt, response)
+    flat = [r for rs in responses for r in rs]
+    total = torch.zeros_like(deltas)
+    for start in range(0, len(flat), cfg.batch_size):
+        rows = owner[start : start + cfg.batch_size]
+        index = torch.tensor(rows, device=deltas.device)
         grad = suffix_gradients(
             subject,
             hooks,
-            prompts[start:end],
-            responses[start:end],
+            [prompts[j] for j in rows],
+            flat[start : start + cfg.batch_size],
             suffix,
-            deltas[:, start:end],
-            lengths[start:end],
-            cfg.max_grad_norm,
+            deltas.index_select(1, index),
+            lengths.index_select(0, index),
+            math.inf,  # clipped below, after the mean over candidates
         )
-        if cfg.relative:
-            scale = relative_scale(
-                subject, hooks, prompts[start:end], grad, deltas[:, start:end], lengths[start:end]
+        total.index_add_(1, index, grad)
+    counts = torch.tensor([len(rs) for rs in responses], device=deltas.device, dtype=total.dtype)
+    grad = total / counts.clamp_min(1).view(1, -1, 1, 1)
+    norms = grad.norm(dim=-1, keepdim=True)  # (K, n, L, 1): the paper's per-token clipping
+    grad = grad * (cfg.max_grad_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+    if cfg.relative:
+        chunks = []
+        for start in range(0, len(prompts), cfg.batch_size):
+            end = start + cfg.batch_size
+            chunks.append(
+                relative_scale(
+                    subject,
+                    hooks,
+                    prompts[start:end],
+                    grad[:, start:end],
+                    deltas[:, start:end],
+                    lengths[start:end],
+                )
             )
-            grad = grad * scale.view(1, -1, 1, 1)
-        chunks.append(grad)
-    return torch.cat(chunks, dim=1)
+        grad = grad * torch.cat(chunks).view(1, -1, 1, 1)
+    return grad
 
 
 def optimise(

@@ -258,7 +258,7 @@ def test_the_prefix_reproduces_selfcontrol_on_held_out_prompts(testbed):
     )
     moved = [i for i in range(len(rows)) if found.steps[i] > 0]
     assert moved
-    batch = Batch.of(testbed, [rows[i] + found.responses[i] for i in moved])
+    batch = Batch.of(testbed, [rows[i] + found.responses[i][0] for i in moved])
     index = torch.tensor(moved)
     base = record_states(testbed, batch)
     with (

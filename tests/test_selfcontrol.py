@@ -201,17 +201,21 @@ def test_relative_steps_are_fractions_of_the_hidden_norm(gpt2_subject):
 
 
 # ---------------------------------------------------------------------------- the search
-def test_search_only_accepts_improvements(subject):
+@pytest.mark.parametrize("temperature", [0.0, 1.0])  # branch / sample candidates
+def test_search_only_accepts_improvements(subject, temperature):
     from bench.steering import attached
 
     hooks = DeltaHooks(range(subject.n_layers))
     suffix = Suffix.build(subject, QUESTION)
-    cfg = SearchConfig(2, (4.0, 8.0), 2, 1.0, False, 5, 4)
+    cfg = SearchConfig(2, (4.0, 8.0), 3, 1.0, False, 5, 4, temperature, 0.9, 7)
     prompts = ids(subject, PROMPTS + ["The capital of", "I love this place ,"])
     with attached(subject, hooks=hooks.hooks()):
         found = optimise(subject, hooks, prompts, suffix, cfg)
-        rescored = suffix_scores(subject, hooks, prompts, found.responses, suffix, 8)
-    torch.testing.assert_close(rescored, found.scores)
+        flat = [(p, r) for p, rs in zip(prompts, found.responses) for r in rs]
+        rescored = suffix_scores(subject, hooks, *zip(*flat), suffix, 8)
+    # A prompt's score: its best branch's, or the mean over its samples.
+    assert [len(rs) for rs in found.responses] == [1 if temperature == 0 else 3] * len(prompts)
+    torch.testing.assert_close(rescored.view(len(prompts), -1).mean(-1), found.scores)
     assert bool((found.scores >= found.initial_scores).all())
     moved = found.steps > 0
     assert bool(moved.any()), "a large step should raise some tiny-model suffix score"
@@ -225,7 +229,12 @@ def test_negative_strength_steers_toward_the_contrast_answer(gpt2_subject):
     up = Controller(gpt2_subject, FAST, QUESTION, 1.0)
     down = Controller(gpt2_subject, FAST, QUESTION, -2.0)
     assert down.suffix == up.suffix.swapped()
-    assert down.config(4, 2).step_sizes == tuple(2 * s for s in up.config(4, 2).step_sizes)
+    sampling = (1.0, 0.9, 0)
+    assert down.config(4, 2, sampling).step_sizes == tuple(
+        2 * s for s in up.config(4, 2, sampling).step_sizes
+    )
+    assert up.config(4, 2, sampling).temperature == 1.0  # "auto" samples for sampled runs
+    assert up.config(4, 2, (0.0, 1.0, 0)).temperature == 0.0  # and branches for greedy ones
 
 
 # ---------------------------------------------------------------------------- steering
@@ -240,7 +249,7 @@ def test_generation_is_steered_by_the_best_deltas_and_leaves_nothing(subject):
         steered = subject.generate(PROMPTS, replace(GREEDY, batch_size=8))  # one: inspectable
     assert batched == steered
     found = controller.last
-    best = [subject.tokenizer.decode(r, skip_special_tokens=True) for r in found.responses]
+    best = [subject.tokenizer.decode(r[0], skip_special_tokens=True) for r in found.responses]
     assert steered == [[b, b] for b in best]  # greedy settings: the best-scoring response wins
     moved = (found.steps > 0).tolist()
     for i, changed in enumerate(moved):
