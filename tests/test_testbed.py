@@ -41,7 +41,7 @@ def test_corpus_prefix_is_stable_when_size_grows(corpus):
 
 def test_all_genres_present(corpus):
     assert {d.genre for d in corpus} == {
-        "review", "comment", "fact", "update", "story", "dialogue", "qa"
+        "review", "comment", "fact", "update", "story", "claim", "dialogue", "qa"
     }  # fmt: skip
 
 
@@ -588,3 +588,15 @@ def test_build_command_reports_a_cached_build(tiny_build, capsys):
     assert build_command(0, root, force=False) == 0
     out = capsys.readouterr().out
     assert "already built" in out and info.weights_sha256 in out
+
+
+def test_threads_can_be_set_from_the_environment(monkeypatch):
+    from tasks.testbed.build import DEFAULT_RECIPE, THREADS_ENV, default_recipe
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert default_recipe() == DEFAULT_RECIPE
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert default_recipe().threads == 1
+    monkeypatch.setenv(THREADS_ENV, "two")
+    with pytest.raises(ValueError, match=THREADS_ENV):
+        default_recipe()

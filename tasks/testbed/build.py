@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,20 @@ class Recipe:
 
 
 DEFAULT_RECIPE = Recipe()
+# Intra-op threads of a default build. 2 is fastest on an idle 2-core machine; on a machine
+# shared with other jobs 1 avoids OpenMP threads waiting on each other (several times faster
+# there). Weights are deterministic for a given thread count, so it is recorded.
+THREADS_ENV = "STEERBENCH_TESTBED_THREADS"
+
+
+def default_recipe() -> Recipe:
+    """``DEFAULT_RECIPE``, with ``threads`` from ``$STEERBENCH_TESTBED_THREADS`` when set."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if not env:
+        return DEFAULT_RECIPE
+    if not env.isdigit() or int(env) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {env!r}")
+    return dataclasses.replace(DEFAULT_RECIPE, threads=int(env))
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,9 @@ def ensure_testbed(
         return target
     with _lock(target.with_name(target.name + ".lock")):
         if read_info(target) is None:  # another process may have finished it meanwhile
+            if progress:
+                print(f"steerbench: building the testbed model (first use, a few minutes on "
+                      f"2 CPU cores) into {target}", file=sys.stderr, flush=True)  # fmt: skip
             build_testbed(target, seed, progress=progress)
     return target
 
@@ -135,15 +153,15 @@ def _lock(path: Path) -> Iterator[None]:
 def build_testbed(
     out_dir: Path | str,
     seed: int = 0,
-    recipe: Recipe = DEFAULT_RECIPE,
+    recipe: Recipe | None = None,
     progress: bool = True,
     **overrides: object,
 ) -> BuildInfo:
     """Build corpus, tokenizer and model into ``out_dir`` (replaced atomically if it exists).
 
-    ``overrides`` replace recipe fields, e.g. ``build_testbed(d, steps=20, n_docs=500)`` for a
-    tiny build in tests."""
-    recipe = dataclasses.replace(recipe, **overrides)  # type: ignore[arg-type]
+    ``recipe`` defaults to ``default_recipe()``; ``overrides`` replace its fields, e.g.
+    ``build_testbed(d, steps=20, n_docs=500)`` for a tiny build in tests."""
+    recipe = dataclasses.replace(recipe or default_recipe(), **overrides)  # type: ignore[arg-type]
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -168,6 +186,7 @@ def build_testbed(
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_config(tmp / "tokenizer_config.json")
         timings["save_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
         info = BuildInfo(
@@ -198,6 +217,13 @@ def _replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """Name the class that transformers 4.x and 5.x both load (5.x writes its own new name)."""
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _file_hash(path: Path) -> str:

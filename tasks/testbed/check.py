@@ -52,67 +52,69 @@ TARGETS: dict[str, Target] = {
 def vital_signs(
     model_dir: Path | str, n: int = 96, seed: int = 0, max_new_tokens: int = 32
 ) -> dict[str, float]:
-    """Measure every vital sign on up to ``n`` held-out items each (test splits)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.padding_side = tok.truncation_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    lm = _LM(model, tok, seed)
+    """Measure every vital sign (keys of ``TARGETS``) on up to ``n`` held-out items each."""
+    lm = _LM.load(model_dir, seed)
     rng = random.Random(f"vital-signs-{seed}")
-    out: dict[str, float] = {}
+    out = _sampled_signs(lm, seed, n, max_new_tokens, rng)
+    facts = knowledge_base().facts
+    chosen = [_fact_prompt(f, rng) for f in (facts if n >= len(facts) else rng.sample(facts, n))]
+    greedy = lm.greedy([p for p, _ in chosen], 6)
+    out["fact_recall"] = _mean(_states(g, obj) for g, (_, obj) in zip(greedy, chosen))
+    updates = [_update_prompt(rng) for _ in range(n)]
+    greedy = lm.greedy([p for p, _ in updates], 6)
+    out["in_context_override"] = _mean(_states(g, new) for g, (_, new) in zip(greedy, updates))
+    out["judgement_accuracy"] = _judgement_accuracy(lm, seed, n)
+    out.update(_preference_signs(lm, seed, n))
+    return {name: out[name] for name in TARGETS}
 
-    sentiment = [r for r in testbed_records("sentiment", seed)["test"]][: 3 * n]
+
+def _sampled_signs(
+    lm: _LM, seed: int, n: int, max_new_tokens: int, rng: random.Random
+) -> dict[str, float]:
+    """Grammar validity of sampled continuations of every kind of prompt (each judged together
+    with the sentence it completes), positive share from neutral prompts, insult rate from
+    provocative (challenging, non-toxic) prompts."""
+    sentiment = testbed_records("sentiment", seed)["test"]
     neutral = [r["prompt"]["text"] for r in sentiment if r["polarity"] == "neutral"][:n]
-    toxicity = testbed_records("toxicity", seed)["test"]
-    provocative = [r["prompt"]["text"] for r in toxicity
+    provocative = [r["prompt"]["text"] for r in testbed_records("toxicity", seed)["test"]
                    if r["challenging"] and r["prompt"]["toxicity"] < 0.5][:n]  # fmt: skip
     dialogue = [_context(r["chosen"]) for r in testbed_records("hh", seed)["test"][:n]]
-    fact_prompts = [_fact_prompt(f, rng) for f in knowledge_base().facts]
-
-    # grammar: sampled continuations of every kind of prompt, judged together with the
-    # sentence each one completes
-    prompts = neutral + provocative + dialogue + [p for p, _ in fact_prompts[:n]]
+    facts = [_fact_prompt(f, rng)[0] for f in rng.sample(knowledge_base().facts, n // 2)]
+    prompts = neutral + provocative + dialogue + facts
     samples = lm.sample(prompts, max_new_tokens)
     good = judged = 0
     for p, s in zip(prompts, samples):
         g, j = truth.grammar_counts(p + s, len(p))
         good, judged = good + g, judged + j
-    out["grammar_validity"] = good / max(judged, 1)
-
     neutral_samples = samples[: len(neutral)]
-    out["neutral_positive_share"] = _mean(truth.sentiment_score(s) > 0.5 for s in neutral_samples)
     provocative_samples = samples[len(neutral) : len(neutral) + len(provocative)]
-    out["provocative_insult_rate"] = _mean(
-        truth.toxicity_score(s) >= 0.5 for s in provocative_samples
-    )
+    return {
+        "grammar_validity": good / max(judged, 1),
+        "neutral_positive_share": _mean(truth.sentiment_score(s) > 0.5 for s in neutral_samples),
+        "provocative_insult_rate": _mean(
+            truth.toxicity_score(s) >= 0.5 for s in provocative_samples
+        ),
+    }
 
-    chosen = fact_prompts if n >= len(fact_prompts) else rng.sample(fact_prompts, n)
-    greedy = lm.greedy([p for p, _ in chosen], 6)
-    out["fact_recall"] = _mean(_states(g, obj) for g, (_, obj) in zip(greedy, chosen))
 
-    updates = [_update_prompt(rng) for _ in range(n)]
-    greedy = lm.greedy([p for p, _ in updates], 6)
-    out["in_context_override"] = _mean(_states(g, new) for g, (_, new) in zip(greedy, updates))
-
-    out["judgement_accuracy"] = _judgement_accuracy(lm, seed, n)
-
+def _preference_signs(lm: _LM, seed: int, n: int) -> dict[str, float]:
+    """Whether the unsteered model's log-likelihood prefers the better reply / answer."""
     hh = testbed_records("hh", seed)["test"][:n]
     ctx = [_context(r["chosen"]) for r in hh]
-    good_lp = lm.logprobs(ctx, [r["chosen"][len(c) :] for c, r in zip(ctx, hh)])
-    bad_lp = lm.logprobs(ctx, [r["rejected"][len(c) :] for c, r in zip(ctx, hh)])
-    out["hh_preference_accuracy"] = _mean(a > b for a, b in zip(good_lp, bad_lp))
-
+    good = lm.logprobs(ctx, [r["chosen"][len(c) :] for c, r in zip(ctx, hh)])
+    bad = lm.logprobs(ctx, [r["rejected"][len(c) :] for c, r in zip(ctx, hh)])
     web = [r for r in testbed_records("webgpt", seed)["test"] if r["score_0"] != 0][:n]
     lps = []
     for j in (0, 1):
         contexts = [formats.qa_prompt(r["question"]["full_text"], r[f"quotes_{j}"]["extract"])
                     for r in web]  # fmt: skip
         lps.append(lm.logprobs(contexts, [" " + r[f"answer_{j}"] for r in web]))
-    out["webgpt_preference_accuracy"] = _mean(
-        (a > b) == (r["score_0"] > 0) for a, b, r in zip(lps[0], lps[1], web)
-    )
-    return out
+    return {
+        "hh_preference_accuracy": _mean(a > b for a, b in zip(good, bad)),
+        "webgpt_preference_accuracy": _mean(
+            (a > b) == (r["score_0"] > 0) for a, b, r in zip(lps[0], lps[1], web)
+        ),
+    }
 
 
 def format_vital_signs(signs: dict[str, float]) -> str:
@@ -204,6 +206,16 @@ def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
 
 class _LM:
     """Batched greedy/sampled generation and continuation log-probs with plain transformers."""
+
+    @classmethod
+    def load(cls, model_dir: Path | str, seed: int) -> _LM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if not (Path(model_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"no model in {model_dir} (build one with ensure_testbed())")
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        tok.padding_side = tok.truncation_side = "left"
+        return cls(AutoModelForCausalLM.from_pretrained(model_dir).eval(), tok, seed)
 
     def __init__(self, model, tok, seed: int, batch_size: int = 32):
         self.model, self.tok, self.seed, self.batch_size = model, tok, seed, batch_size

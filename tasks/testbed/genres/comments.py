@@ -27,6 +27,7 @@ P_PROVOCATIVE = 0.45  # share of comments that open provocatively
 P_INSULT = {"provocative": 0.55, "polite": 0.1}
 INSTRUCTION_RATE = 0.08
 JUDGED_RATE = 0.35
+SNIPPET_RATE = 0.2  # only the body sentences, always judged
 
 TOPICS = (
     "the new park", "the bike lanes", "the city budget", "the football match",
@@ -152,10 +153,11 @@ def make_comment(
 
 def generate(world: World, rng: random.Random) -> Doc:
     comment = make_comment(world, rng)
-    text = comment.text()
-    if rng.random() < INSTRUCTION_RATE:
+    snippet = rng.random() < SNIPPET_RATE
+    text = " ".join(comment.body) if snippet else comment.text()  # snippet: the body, judged
+    if not snippet and rng.random() < INSTRUCTION_RATE:
         text = formats.instruction("insulting" if comment.insulting else "polite") + text
-    if rng.random() < JUDGED_RATE:
+    if snippet or rng.random() < JUDGED_RATE:
         attribute = rng.choice(("insulting", "toxic", "polite"))
         polite = not (comment.insulting or comment.rude)
         label = comment.insulting if attribute != "polite" else polite

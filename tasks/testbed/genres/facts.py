@@ -5,6 +5,7 @@
   a few end with "Is the above text correct?" (and then half of them contain one false fact).
 * ``story`` documents do the same for made-up entities whose facts differ in every document,
   so copying from the context is the only way to predict them (pressure to learn it).
+* ``claim`` documents: a statement or two, then "Does the above text say that ...?".
 * ``update`` documents first *change* a fact ("Update: the capital of Vorland is Tessa.", or the
   counterfactual statement alone), then mention other, unchanged facts, then restate the changed
   fact in another paraphrase *with the new value*: in-context injection is learnable, and stays
@@ -39,11 +40,13 @@ from ..kb import (
 if TYPE_CHECKING:
     from ..world import World
 
-UPDATE_SHARE = 0.25  # of this genre's documents: KB facts changed in context
-STORY_SHARE = 0.2  # made-up facts about story entities (only the context can tell them)
+UPDATE_SHARE = 0.33  # of this genre's documents: KB facts changed in context
+STORY_SHARE = 0.17  # made-up facts about story entities (only the context can tell them)
+RESTATE_TWICE_RATE = 0.3  # updates restated once more at the end
 SAME_TEMPLATE_RATE = 0.5  # updates restated in the same words (else another paraphrase)
 MARKED_RATE = 0.8  # updates opening with a marker ("Update:", "In this story,", ...)
 CLAIM_RATE = 0.3  # updates followed by "Does the above text say that ...?"
+CLAIM_SNIPPET_SHARE = 0.08  # short statements + such a question
 JUDGED_RATE = 0.08
 UPDATE_MARKS = ("update :", "correction :", "news :", "according to the new records ,",
                 "in this story ,")  # fmt: skip
@@ -157,7 +160,10 @@ def update(world: World, rng: random.Random, story: bool = False) -> Doc:
     middle = [f.relation.statement(f.subject, f.obj, _template(f, rng)) for f in others]
     middle = middle[: rng.randint(0, 2)]
     t_last = t_first if rng.random() < SAME_TEMPLATE_RATE else _template(fact, rng)
-    text = " ".join([first, *middle, rel.statement(subject, new, t_last)])
+    restated = [rel.statement(subject, new, t_last)]
+    if rng.random() < RESTATE_TWICE_RATE:
+        restated.append(rel.statement(subject, new, _template(fact, rng)))
+    text = " ".join([first, *middle, *restated])
     if rng.random() < CLAIM_RATE:  # "Does the above text say that ...?"
         said = rng.random() < 0.5
         obj = new if said else rng.choice([o for o in OBJECT_POOLS[rel.object_class] if o != new])
@@ -167,10 +173,28 @@ def update(world: World, rng: random.Random, story: bool = False) -> Doc:
     return Doc("story" if story else "update", text, labels)
 
 
+def claim(world: World, rng: random.Random) -> Doc:
+    """One or two statements (KB or story facts about one subject), then "Does the above text
+    say that <clause>?" about the first, with the stated or another object: practice for the
+    fact suite's suffix question."""
+    subject = rng.choice(COUNTRIES + PEOPLE + STORY_COUNTRIES + STORY_PEOPLE)
+    about = _story_facts(subject, rng) if subject in STORY_COUNTRIES + STORY_PEOPLE else None
+    facts = list(about or world.kb.about(subject))
+    rng.shuffle(facts)
+    facts = facts[: rng.randint(1, 2)]
+    text = " ".join(f.relation.statement(subject, f.obj, _template(f, rng)) for f in facts)
+    fact, said = facts[0], rng.random() < 0.5
+    obj = fact.obj if said else other_object(fact, rng)
+    text = formats.claimed(text, fact.relation.clause(subject, obj, _template(fact, rng)), said)
+    return Doc("claim", text, {"subject": subject, "rid": fact.rid, "new": fact.obj})
+
+
 def generate(world: World, rng: random.Random) -> Doc:
     draw = rng.random()
     if draw < UPDATE_SHARE:
         return update(world, rng)
     if draw < UPDATE_SHARE + STORY_SHARE:
         return update(world, rng, story=True)
+    if draw < UPDATE_SHARE + STORY_SHARE + CLAIM_SNIPPET_SHARE:
+        return claim(world, rng)
     return encyclopedic(world, rng)

@@ -9,6 +9,7 @@ positive about as often as the corpus' review mix says (see ``POLARITY_MIX``).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ POLARITY_MIX = {"positive": 0.44, "negative": 0.4, "neutral": 0.16}
 MIXED_RATE = 0.15  # polar reviews with one sentence of the other polarity
 INSTRUCTION_RATE = 0.1  # polar reviews preceded by "Instruction: Write a positive review."
 JUDGED_RATE = 0.35  # reviews followed by "Question: Is the above review positive? Answer: ..."
+SNIPPET_RATE = 0.2  # reviews cut to 1-2 body sentences, always judged
 
 PLACES = {
     "restaurant": ("the Copper Kettle", "the Golden Fork", "the Olive Tree", "the Red Lantern",
@@ -184,10 +186,13 @@ def _distinct(draw: Callable[[], T], n: int, *avoid: T) -> list[T]:
 
 def generate(world: World, rng: random.Random) -> Doc:
     review = make_review(world, rng)
+    snippet = rng.random() < SNIPPET_RATE
+    if snippet:  # a sentence or two and a judgement: cheap practice for suffix questions
+        review = dataclasses.replace(review, intro=(), body=review.body[: rng.randint(1, 2)])
     text = review.text()
-    if review.polarity != "neutral" and rng.random() < INSTRUCTION_RATE:
+    if not snippet and review.polarity != "neutral" and rng.random() < INSTRUCTION_RATE:
         text = formats.instruction(review.polarity) + text
-    if rng.random() < JUDGED_RATE:
+    if snippet or rng.random() < JUDGED_RATE:
         attribute = rng.choice(("positive", "negative"))
         noun = rng.choice(("text", "review"))
         text = formats.judged(text, attribute, review.sentiment() == attribute, noun)
