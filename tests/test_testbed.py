@@ -31,6 +31,19 @@ def test_same_seed_gives_byte_identical_corpus(corpus):
     assert "\0".join(d.text for d in corpus) == "\0".join(d.text for d in again)
 
 
+# The corpus of GENERATOR_VERSION 2, seed 0 (first 300 documents). If a change to the generator
+# breaks this, bump GENERATOR_VERSION (it keys the model cache) and update the hash.
+GOLDEN = (2, "ac77ecaf894031917ac3ee773742c415635282f9d2b1d9132fd9fe4b56e32eb5")
+
+
+def test_generator_output_is_pinned_to_its_version():
+    from tasks.testbed.world import GENERATOR_VERSION
+
+    assert (GENERATOR_VERSION, corpus_hash(generate_corpus(seed=0, n_docs=300))) == GOLDEN, (
+        "the corpus changed: bump GENERATOR_VERSION and update GOLDEN"
+    )
+
+
 def test_other_seed_gives_other_corpus(corpus):
     assert corpus_hash(generate_corpus(seed=1, n_docs=1500)) != corpus_hash(corpus)
 
@@ -489,7 +502,7 @@ def test_world_grammar_covers_all_sentence_kinds():
 
 TINY = dict(
     n_docs=300, tokenizer_docs=300, vocab_size=400, n_ctx=64, n_layer=1, n_embd=32, n_head=2,
-    batch_size=4, steps=3, warmup=1,
+    batch_size=4, steps=3, warmup=1, threads=1,
 )  # fmt: skip
 
 
@@ -532,6 +545,17 @@ def test_tiny_build_is_deterministic(tiny_build, tmp_path):
     assert json.loads((tmp_path / "again" / "testbed.json").read_text())["seed"] == 1
 
 
+def test_multithreaded_build_runs_in_a_child_with_identical_results(tmp_path, monkeypatch):
+    from tasks.testbed.build import build_testbed
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    child = build_testbed(tmp_path / "child", seed=0, progress=False, **(TINY | {"threads": 2}))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # in-process now
+    here = build_testbed(tmp_path / "here", seed=0, progress=False, **(TINY | {"threads": 2}))
+    assert child.weights_sha256 == here.weights_sha256 and child.recipe.threads == 2
+    assert child.path == tmp_path / "child"
+
+
 def test_ensure_testbed_uses_the_cache(tiny_build, monkeypatch):
     from tasks.testbed import build
 
@@ -554,13 +578,15 @@ def test_ensure_testbed_builds_once_when_missing(tmp_path, monkeypatch):
 
     def fake_build(out_dir, seed, progress=True):
         calls.append(seed)
-        out_dir.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / build.INFO_FILE).write_text("{}")
 
     monkeypatch.setattr(build, "build_testbed", fake_build)
     first = build.ensure_testbed(7, tmp_path, progress=False)
     assert build.ensure_testbed(7, tmp_path, progress=False) == first
     assert calls == [7] and first.name.endswith("-seed7")
+    assert build.ensure_testbed(7, tmp_path, progress=False, force=True) == first
+    assert calls == [7, 7]
 
 
 def test_vital_signs_table_and_check_command(tiny_build, capsys):

@@ -12,9 +12,10 @@ Public API (see each module's docstring for details):
 """
 
 from . import formats, truth
-from .build import DEFAULT_RECIPE, Recipe, build_testbed, ensure_testbed, testbed_dir
+from .build import DEFAULT_RECIPE, build_testbed, ensure_testbed, testbed_dir
 from .check import format_vital_signs, vital_signs
 from .records import SUITES, testbed_records
+from .train import Recipe
 from .world import GENERATOR_VERSION, generate_corpus, world
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Build the testbed model: corpus -> byte-level BPE tokenizer -> small GPT-2, trained on the CPU.
+"""Build and cache the testbed model: corpus -> tokenizer -> small GPT-2 (see ``train.py``).
 
 ``ensure_testbed()`` returns a directory that ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load, building it on first use. The directory is
@@ -8,8 +8,9 @@ temporary sibling directory and renamed into place, under a file lock, so an int
 concurrent build never leaves (or reads) a half-written model. ``testbed.json`` beside the
 weights records the recipe, timings and SHA-256 hashes of corpus, tokenizer and weights.
 
-Training is deterministic for a given machine and thread count: seeded init, a seeded block
-order, ``torch.use_deterministic_algorithms(True)`` and a fixed number of intra-op threads.
+A multi-threaded build trains in a child process with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP's
+default busy-waiting makes two threads several times slower than one on a machine shared with
+other jobs, while the results are bit-identical either way.
 """
 
 from __future__ import annotations
@@ -18,43 +19,21 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .train import Recipe, encode, train_model, train_tokenizer, weights_hash
 from .world import GENERATOR_VERSION, corpus_hash, generate_corpus
 
-EOS, PAD = "<|endoftext|>", "<|pad|>"
 INFO_FILE = "testbed.json"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that determines the model besides the seed."""
-
-    n_docs: int = 90_000
-    tokenizer_docs: int = 20_000  # documents the BPE is trained on
-    vocab_size: int = 2048
-    n_ctx: int = 128
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    batch_size: int = 16
-    steps: int = 1500
-    lr: float = 3e-3
-    warmup: int = 60
-    weight_decay: float = 0.05
-    threads: int = 2  # intra-op threads: part of the recipe, results depend on it
-    bf16: bool = True  # bf16 autocast for matmuls (fp32 master weights): ~1.3x on AVX512-BF16
-
+_CHILD_ENV = "STEERBENCH_TESTBED_CHILD"  # set in the child process that does the build
 
 DEFAULT_RECIPE = Recipe()
 # Intra-op threads of a default build. 2 is fastest on an idle 2-core machine; on a machine
@@ -91,6 +70,12 @@ class BuildInfo:
         d["path"] = str(self.path)
         return d
 
+    @classmethod
+    def from_json(cls, d: dict) -> BuildInfo:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in fields}
+        return cls(**(d | {"path": Path(d["path"]), "recipe": Recipe(**d["recipe"])}))
+
 
 # ------------------------------------------------------------------------------ cache paths
 
@@ -116,14 +101,15 @@ def read_info(model_dir: Path | str) -> dict | None:
 
 
 def ensure_testbed(
-    seed: int = 0, cache_dir: Path | str | None = None, progress: bool = True
+    seed: int = 0, cache_dir: Path | str | None = None, progress: bool = True, force: bool = False
 ) -> Path:
-    """The testbed model directory for ``seed``, built (a few CPU minutes) if not cached."""
+    """The testbed model directory for ``seed``, built (a few CPU minutes) if not cached, or
+    rebuilt with ``force``."""
     target = testbed_dir(seed, cache_dir)
-    if read_info(target) is not None:
+    if read_info(target) is not None and not force:
         return target
     with _lock(target.with_name(target.name + ".lock")):
-        if read_info(target) is None:  # another process may have finished it meanwhile
+        if force or read_info(target) is None:  # another process may have built it meanwhile
             if progress:
                 print(f"steerbench: building the testbed model (first use, a few minutes on "
                       f"2 CPU cores) into {target}", file=sys.stderr, flush=True)  # fmt: skip
@@ -164,6 +150,8 @@ def build_testbed(
     recipe = dataclasses.replace(recipe or default_recipe(), **overrides)  # type: ignore[arg-type]
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if recipe.threads > 1 and "OMP_WAIT_POLICY" not in os.environ and _CHILD_ENV not in os.environ:
+        return _build_in_child(out_dir, seed, recipe, progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -208,6 +196,25 @@ def build_testbed(
     return info
 
 
+def _build_in_child(out_dir: Path, seed: int, recipe: Recipe, progress: bool) -> BuildInfo:
+    """Run ``build_testbed`` in a child Python with passive OpenMP waiting (see module doc)."""
+    package_root = Path(__file__).resolve().parents[2]  # the directory holding ``tasks``
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", **{_CHILD_ENV: "1"})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), env.get("PYTHONPATH")]))
+    args = json.dumps([str(out_dir), seed, dataclasses.asdict(recipe), progress])
+    code = "import sys; from tasks.testbed.build import _child_main; _child_main(sys.argv[1])"
+    result = subprocess.run([sys.executable, "-c", code, args], env=env, check=False)
+    info = read_info(out_dir)
+    if result.returncode != 0 or info is None:
+        raise RuntimeError(f"the testbed build failed (child exit code {result.returncode})")
+    return BuildInfo.from_json(info)
+
+
+def _child_main(args: str) -> None:
+    out_dir, seed, recipe, progress = json.loads(args)
+    build_testbed(out_dir, seed, Recipe(**recipe), progress)
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and then deleted."""
     old = None
@@ -228,145 +235,3 @@ def _portable_tokenizer_config(path: Path) -> None:
 
 def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over parameter names, shapes, dtypes and bytes, in name order."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------ tokenizer
-
-
-def train_tokenizer(texts: Sequence[str], vocab_size: int, n_ctx: int):
-    """A byte-level BPE (GPT-2 style pre-tokenisation) wrapped as ``PreTrainedTokenizerFast``
-    with ``<|endoftext|>`` as bos/eos/unk, a separate ``<|pad|>`` and left padding."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer, length=len(texts))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOS,
-        eos_token=EOS,
-        unk_token=EOS,
-        pad_token=PAD,
-        model_max_length=n_ctx,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
-
-
-def encode(tokenizer, texts: Sequence[str]) -> torch.Tensor:
-    """One stream: doc, EOS, doc, EOS, ... (1-D int64)."""
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    for enc in tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False):
-        stream.extend(enc.ids)
-        stream.append(eos)
-    return torch.tensor(stream, dtype=torch.long)
-
-
-# ------------------------------------------------------------------------------ training
-
-
-@contextlib.contextmanager
-def _torch_settings(threads: int) -> Iterator[None]:
-    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
-
-
-def make_model(tokenizer, recipe: Recipe):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=recipe.n_ctx,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT2LMHeadModel(config)
-
-
-def _lr(step: int, recipe: Recipe) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
-    if step < recipe.warmup:
-        return recipe.lr * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _batches(ids: torch.Tensor, recipe: Recipe, seed: int) -> Iterator[torch.Tensor]:
-    """[batch, n_ctx] blocks of the token stream, in a seeded order, epoch after epoch."""
-    n_blocks = ids.numel() // recipe.n_ctx
-    if n_blocks < recipe.batch_size:
-        raise ValueError(f"corpus too small: {n_blocks} blocks < batch {recipe.batch_size}")
-    blocks = ids[: n_blocks * recipe.n_ctx].view(n_blocks, recipe.n_ctx)
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(n_blocks, generator=gen)
-        for i in range(0, n_blocks - recipe.batch_size + 1, recipe.batch_size):
-            yield blocks[order[i : i + recipe.batch_size]]
-
-
-def train_model(ids: torch.Tensor, tokenizer, recipe: Recipe, seed: int, progress: bool = True):
-    """Train a fresh GPT-2 on the token stream; returns (model in eval mode, final avg loss)."""
-    from tqdm.auto import tqdm
-
-    with _torch_settings(recipe.threads):
-        torch.manual_seed(seed)
-        model = make_model(tokenizer, recipe)
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "wpe" not in n]
-        rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "wpe" not in n)]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": recipe.weight_decay},
-             {"params": rest, "weight_decay": 0.0}],
-            lr=recipe.lr, betas=(0.9, 0.95),
-        )  # fmt: skip
-        model.train()
-        batches = _batches(ids, recipe, seed)
-        bar = tqdm(range(recipe.steps), desc="testbed: training", disable=not progress)
-        ema = None
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = _lr(step, recipe)
-            x = next(batches)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
-                loss = model(input_ids=x, labels=x).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{ema:.3f}")
-        model.eval()
-    return model, float(ema or float("nan"))

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .build import build_testbed, read_info, testbed_dir
+from .build import ensure_testbed, read_info, testbed_dir
 from .check import all_pass, format_vital_signs, vital_signs
 
 
@@ -19,7 +19,7 @@ def build_command(seed: int = 0, cache_dir: Path | None = None, force: bool = Fa
         _print_info(info)
         return 0
     print(f"building testbed (seed {seed}) into {target} ...", flush=True)
-    build_testbed(target, seed, progress=True)
+    ensure_testbed(seed, cache_dir, progress=True, force=True)
     _print_info(read_info(target) or {})
     print(target)
     return 0
@@ -27,8 +27,6 @@ def build_command(seed: int = 0, cache_dir: Path | None = None, force: bool = Fa
 
 def check_command(seed: int = 0, cache_dir: Path | None = None, n: int = 96) -> int:
     """Print the vital-signs table of the (built or cached) testbed; 0 when all targets pass."""
-    from .build import ensure_testbed
-
     model_dir = ensure_testbed(seed, cache_dir, progress=True)
     start = time.perf_counter()
     signs = vital_signs(model_dir, n=n, seed=seed)

@@ -30,6 +30,7 @@ Schemas (one per suite, all three splits alike unless noted):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 from collections.abc import Callable
@@ -56,7 +57,7 @@ def testbed_records(suite: str, seed: int = 0) -> dict[str, list[dict]]:
     """Records of ``suite`` ("toxicity", "sentiment", "fact", "hh", "webgpt") by split."""
     if suite not in _MAKERS:
         raise ValueError(f"unknown testbed suite {suite!r}; one of {', '.join(SUITES)}")
-    return _cached(suite, seed)
+    return copy.deepcopy(_cached(suite, seed))  # callers may mutate their copy
 
 
 @cache
@@ -126,11 +127,11 @@ def _sentiment(world: World, rng: random.Random, split: str, n: int) -> list[dic
 
 
 def _sst(world: World, rng: random.Random, label: int) -> dict:
+    """An SST-2-style sentence: 1-2 body sentences of a review, lower-cased, space-tokenised
+    ("the food was delicious ."); of a mixed review only its first, planted-polarity one."""
     r = reviews.make_review(world, rng, "positive" if label else "negative")
-    sentence = " ".join(" ".join(s).lower() for s in r.body[: rng.randint(1, 2)] if not r.mixed)
-    if not sentence:  # a mixed review: take its first (planted-polarity) sentence only
-        sentence = " ".join(r.body[0]).lower()
-    return {"label": label, "sentence": sentence}
+    body = r.body[:1] if r.mixed else r.body[: rng.randint(1, 2)]
+    return {"label": label, "sentence": " ".join(" ".join(s) for s in body).lower()}
 
 
 def _review_prompt(world: World, rng: random.Random, polarity: str) -> tuple[str, str]:
