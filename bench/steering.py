@@ -1,7 +1,7 @@
 """The one way steering is applied: a context manager that attaches and always detaches.
 
 Methods implement `steer()` by yielding inside `attached(...)`; whatever they attach (hooks at
-hook points, prompt transforms, a generation override) is removed in `finally`, also when the
+hook points, prompt transforms, generation or log-likelihood overrides) is removed in `finally`, also when the
 body raises, so no steering outlives its context.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from bench.subject import GenerateFn, Handle, HookFn, PromptTransform, Subject
+from bench.subject import GenerateFn, Handle, HookFn, LogprobsFn, PromptTransform, Subject
 
 
 @contextmanager
@@ -20,6 +20,7 @@ def attached(
     hooks: Sequence[tuple[str, HookFn]] = (),
     prompt_transform: PromptTransform | None = None,
     generate: GenerateFn | None = None,
+    logprobs: LogprobsFn | None = None,
 ) -> Iterator[None]:
     handles: list[Handle] = []
     try:
@@ -29,6 +30,8 @@ def attached(
             handles.append(subject.add_prompt_transform(prompt_transform))
         if generate is not None:
             handles.append(subject.override_generate(generate))
+        if logprobs is not None:
+            handles.append(subject.override_logprobs(logprobs))
         yield
     finally:
         for handle in reversed(handles):

@@ -27,6 +27,8 @@ from bench.positions import PositionTracker, TokenPositions
 HookFn = Callable[[torch.Tensor, TokenPositions], "torch.Tensor | None"]
 PromptTransform = Callable[[str], str]
 GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
+# (contexts already transformed, continuations, batch_size) -> one score per pair
+LogprobsFn = Callable[[Sequence[str], Sequence[str], int], list["ContinuationScore"]]
 
 # Config keys that say where or with what a model was saved, not what it computes.
 # (`save_pretrained` fills `architectures` and `dtype` in place; the weights' own dtype is hashed.)
@@ -90,6 +92,7 @@ class Subject:
         model.register_forward_pre_hook(self.positions, with_kwargs=True)
         self._prompt_transforms: list[PromptTransform] = []
         self._generate_overrides: list[GenerateFn] = []
+        self._logprobs_overrides: list[LogprobsFn] = []
         self._n_steering_hooks = 0
         self.generated_tokens = 0  # running count, for cost accounting
         self._fingerprint: str | None = None
@@ -236,10 +239,21 @@ class Subject:
         self._generate_overrides.append(fn)
         return Handle(lambda: self._generate_overrides.remove(fn))
 
+    def override_logprobs(self, fn: LogprobsFn) -> Handle:
+        """Replace log-likelihood scoring (e.g. a method that steers each context differently);
+        `fn` gets already-transformed contexts and calls `logprobs_raw` for the real scores."""
+        self._logprobs_overrides.append(fn)
+        return Handle(lambda: self._logprobs_overrides.remove(fn))
+
     @property
     def attachments(self) -> int:
         """Number of steering attachments currently in place (0 outside any steer context)."""
-        return self._n_steering_hooks + len(self._prompt_transforms) + len(self._generate_overrides)
+        return (
+            self._n_steering_hooks
+            + len(self._prompt_transforms)
+            + len(self._generate_overrides)
+            + len(self._logprobs_overrides)
+        )
 
     def transform(self, prompt: str) -> str:
         for fn in self._prompt_transforms:
@@ -350,11 +364,28 @@ class Subject:
         transform: bool = True,
         progress: bool = False,
     ) -> list[ContinuationScore]:
-        """log p(continuation | context) for each pair, batched (right padding)."""
+        """log p(continuation | context) for each pair (after prompt transforms, unless
+        `transform` is False), through the innermost log-likelihood override if one is set."""
         if len(contexts) != len(continuations):
             raise ValueError("contexts and continuations differ in length")
         if transform:
             contexts = [self.transform(c) for c in contexts]
+        if self._logprobs_overrides:
+            return self._logprobs_overrides[-1](contexts, continuations, batch_size)
+        return self.logprobs_raw(contexts, continuations, batch_size=batch_size, progress=progress)
+
+    def logprobs_raw(
+        self,
+        contexts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> list[ContinuationScore]:
+        """log p(continuation | context) for each pair, batched (right padding); no transforms,
+        no override (hooks still apply)."""
+        if len(contexts) != len(continuations):
+            raise ValueError("contexts and continuations differ in length")
         pairs = [self.split_tokens(c, x) for c, x in zip(contexts, continuations)]
         # Longest first so batches are dense; results are put back in input order.
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))

@@ -29,8 +29,8 @@ Adapter choices (where the paper leaves the harness to decide):
 - Log-likelihood requests (`steer_loglikelihood`, on by default): the search runs on the
   context (candidate responses of `loglik_max_new_tokens` tokens) and the continuation is
   scored with the context's deltas in place: what the steered model believes given that
-  context. The core has no log-likelihood override, so the steer context shadows
-  `subject.logprobs` on the instance and restores it in `finally`.
+  context, through the subject's log-likelihood override (`Subject.override_logprobs`),
+  removed with everything else when the steer context exits.
 
 Cost knobs: `iterations`, `search_steps`, `branches` (defaults 2, 2, 4: about
 1 + iterations x search_steps generations of branches x prompts rows per batch, plus the final
@@ -42,8 +42,8 @@ prompt length, d_model) floats per batch; on large models lower the generation b
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -211,19 +211,11 @@ class Controller:
 
     # ------------------------------------------------------------------ log-likelihoods
     def logprobs(
-        self,
-        contexts: Sequence[str],
-        continuations: Sequence[str],
-        *,
-        batch_size: int = 16,
-        transform: bool = True,
-        progress: bool = False,
+        self, contexts: Sequence[str], continuations: Sequence[str], batch_size: int = 16
     ) -> list[ContinuationScore]:
+        """The log-likelihood override: each context scored under its own searched deltas
+        (contexts arrive already transformed)."""
         subject = self.subject
-        if len(contexts) != len(continuations):
-            raise ValueError("contexts and continuations differ in length")
-        if transform:
-            contexts = [subject.transform(c) for c in contexts]
         members: dict[str, list[int]] = {}  # context -> indices of its requests
         for i, context in enumerate(contexts):
             members.setdefault(context, []).append(i)
@@ -250,12 +242,10 @@ class Controller:
                 )
                 rows = members[context]
                 with steering:
-                    got = Subject.logprobs(  # the real method, not this shadow
-                        subject,
+                    got = subject.logprobs_raw(
                         [context] * len(rows),
                         [continuations[i] for i in rows],
                         batch_size=batch_size,
-                        transform=False,
                     )
                 for i, score in zip(rows, got):
                     scores[i] = score
@@ -304,22 +294,13 @@ class SelfControl(Method):
             return nullcontext()
         return self._steering(self.controller(subject, state, strength))
 
-    @contextmanager
-    def _steering(self, controller: Controller) -> Iterator[None]:
-        subject = controller.subject
-        with attached(subject, hooks=controller.hooks.hooks(), generate=controller.generate):
-            if not self.params.steer_loglikelihood:
-                yield
-                return
-            shadowed = vars(subject).get("logprobs")
-            subject.logprobs = controller.logprobs  # type: ignore[method-assign]
-            try:
-                yield
-            finally:
-                if shadowed is None:
-                    del subject.logprobs
-                else:
-                    subject.logprobs = shadowed  # type: ignore[method-assign]
+    def _steering(self, controller: Controller) -> AbstractContextManager[None]:
+        return attached(
+            controller.subject,
+            hooks=controller.hooks.hooks(),
+            generate=controller.generate,
+            logprobs=controller.logprobs if self.params.steer_loglikelihood else None,
+        )
 
     def distillation(
         self,

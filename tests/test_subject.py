@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import transformers
@@ -85,6 +87,26 @@ def test_unknown_architecture_is_a_user_error(gpt2_subject, monkeypatch):
         UserError, match="no hook point table for architecture 'mamba'; supported: gemma"
     ):
         gpt2_subject.hookpoint("layers.0.resid_post")
+
+
+def test_logprobs_override_sees_transformed_contexts_and_is_removed(gpt2_subject):
+    subject = gpt2_subject
+    contexts, continuations = ["The movie was", "I love it"], [" great", " ."]
+    base = subject.logprobs(contexts, continuations)
+    seen = []
+
+    def doubled(ctxs, conts, batch_size):
+        seen.append(list(ctxs))
+        return [replace(s, logprob=2 * s.logprob) for s in subject.logprobs_raw(ctxs, conts)]
+
+    with attached(subject, prompt_transform=lambda p: "Say: " + p, logprobs=doubled):
+        assert subject.attachments == 2
+        steered = subject.logprobs(contexts, continuations)
+        assert seen == [["Say: The movie was", "Say: I love it"]]
+        raw = subject.logprobs_raw(["Say: " + c for c in contexts], continuations)
+    assert [s.logprob for s in steered] == [2 * r.logprob for r in raw]
+    assert subject.attachments == 0
+    assert subject.logprobs(contexts, continuations) == base
 
 
 def test_logprobs_match_a_manual_forward_and_are_batch_invariant(subject):
