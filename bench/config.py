@@ -99,12 +99,17 @@ class Experiment:
     seeds: tuple[int, ...] = (0,)
     evaluator: str | None = None  # LM for perplexity; None = the unsteered subject
     perplexity_cap: float = 1e4  # larger per-sample perplexities are capped (and counted)
+    threads: int = 0  # torch CPU threads during the run; 0 = torch's default (one per core)
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     methods: tuple[MethodSpec, ...] = ()
     tasks: tuple[TaskSpec, ...] = ()
     report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0 (0: torch's default)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,6 +22,7 @@ from bench.errors import UserError
 from bench.fluency import FLUENCY_METRICS, fluency_scores
 from bench.method import Method, iter_strengths
 from bench.params import parse
+from bench.progress import progress_bars
 from bench.registry import METHODS, TASKS
 from bench.results import SCHEMA_VERSION, RunDir
 from bench.selection import choose_strength
@@ -29,6 +30,7 @@ from bench.state import State, StateCache, content_key
 from bench.subject import GenerationSettings, Subject
 from bench.target import SteeringTarget
 from bench.task import Generate, Output, Task
+from bench.threads import torch_threads
 
 UNSTEERED = "unsteered"
 
@@ -97,7 +99,11 @@ class Runner:
     def run(self) -> None:
         seeds = self.exp.seeds
         total = sum(len(self.tasks) * len(m.strengths) * len(seeds) * 2 for m in self.methods)
-        with tqdm(total=total, desc="cells", unit="cell", disable=not self.progress) as bar:
+        with (
+            progress_bars(self.progress),
+            torch_threads(self.exp.threads),
+            tqdm(total=total, desc="cells", unit="cell", disable=not self.progress) as bar,
+        ):
             self._bar = bar
             for task in self.tasks:
                 self._run_task(task)

@@ -35,9 +35,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.errors import UserError
+from bench.progress import progress_enabled
 from bench.state import State, cache_root, content_key
 from bench.steering import attached
 from bench.subject import Subject
+from bench.threads import torch_threads
 from methods.memory_corpus import Batch, Windows, load_texts, split_texts, texts_hash
 
 MODULE_VERSION = "1"  # bump when the module or its training changes, to retrain cached modules
@@ -225,13 +227,14 @@ def train_module(
     config: TrainConfig,
     *,
     checkpoint_every: int = 50,
-    progress: bool = True,
+    progress: bool | None = None,
     threads: int = 0,
     stop_after: int | None = None,
 ) -> str:
     """Train (or resume, or reuse) the module for `subject` and `config`; returns its key.
 
-    `threads` > 0 sets torch's CPU threads while training (restored afterwards).
+    `threads` > 0 sets torch's CPU threads while training (restored afterwards). `progress`
+    defaults to the run's setting (`bench.progress`; `steerbench run -q` turns it off).
     `stop_after` stops once that many steps are done, leaving the checkpoint behind as an
     interruption would (for budgeted runs and tests); the next call resumes.
     """
@@ -239,13 +242,9 @@ def train_module(
     directory = module_dir(key)
     if (directory / "module.safetensors").exists():
         return key
-    previous = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        _train(subject, config, key, checkpoint_every, progress, stop_after)
-    finally:
-        torch.set_num_threads(previous)
+    show = progress_enabled() if progress is None else progress
+    with torch_threads(threads):
+        _train(subject, config, key, checkpoint_every, show, stop_after)
     return key
 
 

@@ -120,3 +120,28 @@ def test_nan_at_high_strength_is_a_degenerate_cell_not_a_crash(tmp_path, gpt2_su
     chosen = json.loads((root / "selection.json").read_text())[0]
     assert chosen["strength"] == 0.0  # a degenerate strength is never chosen
     assert gpt2_subject.attachments == 0
+
+
+def test_run_sets_progress_and_threads_for_its_duration_only(tmp_path, gpt2_subject):
+    import torch
+
+    from bench.progress import progress_enabled
+    from bench.registry import METHODS
+    from bench.state import State
+    from methods.prompting import Prompting
+
+    seen: list[tuple[bool, int]] = []
+
+    class Recording(Prompting):
+        name = "recording"
+
+        def fit(self, subject, target) -> State:
+            seen.append((progress_enabled(), torch.get_num_threads()))
+            return super().fit(subject, target)
+
+    before = torch.get_num_threads()
+    exp = experiment(tmp_path, threads=before + 1, methods=(MethodSpec(name="recording"),))
+    with METHODS.registered(Recording):
+        run(exp, gpt2_subject)
+    assert seen and set(seen) == {(False, before + 1)}
+    assert torch.get_num_threads() == before and progress_enabled()
