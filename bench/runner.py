@@ -323,11 +323,11 @@ class Runner:
 
     def _score(self, task: Task, examples, requests, outputs, cost) -> tuple[dict, list[dict]]:
         records, capped_total, generates = [], 0, False
-        fluency_inputs = []  # (example index, prompt, samples)
+        fluency_inputs = []  # (example index, evaluator context, samples)
         for i, reqs in enumerate(requests):
             for j, request in enumerate(reqs):
                 if isinstance(request, Generate):
-                    fluency_inputs.append((i, request.prompt, outputs[i][j]))
+                    fluency_inputs.append((i, request.evaluator_context, outputs[i][j]))
         fluency: dict[int, list[tuple[tuple[str, ...], list]]] = defaultdict(list)
         if fluency_inputs:
             generates = True

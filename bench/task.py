@@ -39,11 +39,21 @@ class Splits:
 
 @dataclass(frozen=True)
 class Generate:
-    """Sample continuations of `prompt`; their fluency is scored by the runner."""
+    """Sample continuations of `prompt`; their fluency is scored by the runner.
+
+    `fluency_context` is what the evaluator reads before a continuation when it scores its
+    perplexity (None: the prompt). A suite whose steering is *meant* to make the text unlikely
+    under the unsteered model (a counterfactual fact) puts the requested change in it, so that
+    perplexity measures how fluent the text is, not how much it departs from the old belief."""
 
     prompt: str
     num_samples: int = 1
     max_new_tokens: int | None = None  # None: the experiment's generation setting
+    fluency_context: str | None = None
+
+    @property
+    def evaluator_context(self) -> str:
+        return self.prompt if self.fluency_context is None else self.fluency_context
 
 
 @dataclass(frozen=True)

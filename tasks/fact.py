@@ -15,7 +15,9 @@ averaged NLL, compared and exponentiated):
   (a `DerivedMetric` over the cell's aggregates, as ROME computes it);
 - generation entropy: ROME's fluency measure, the weighted average of bi- and tri-gram entropies
   (weights 2/3, 4/3, log base 2) of each generated text (prompt + continuation), averaged. The
-  runner adds perplexity and distinct-n of the same generations.
+  runner adds perplexity and distinct-n of the same generations; perplexity here is scored with
+  the new fact before the prompt (`Generate.fluency_context`), so that a successful edit is not
+  penalised as disfluent for contradicting what the unsteered evaluator believes.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class FactParams:
     source: str = "testbed"  # "testbed" | "builtin" | "hub" | a path (see tasks.common)
     split: str = "train"
     n_fit: int = 8  # cases whose edits serve as demonstrations (in-context editing)
-    n_select: int = 8  # every case is its own target: methods fit once per case
-    n_test: int = 16
+    n_select: int = 16  # every case is its own target: methods fit once per case
+    n_test: int = 32
     n_neighborhood: int = 10  # CounterFact has 10 per case
     n_generation_prompts: int = 2  # CounterFact has about 10 per case; ROME used all
     max_new_tokens: int = 40  # ROME generated 100 tokens
@@ -272,8 +274,12 @@ class FactInjection(Task):
         out: list[Request] = []
         for prompt in self._probe_prompts(example):
             out += [Loglikelihood(prompt, new), Loglikelihood(prompt, true)]
+        # Fluency is judged in the world the edit asks for: the evaluator reads the new fact
+        # first, so stating it is not counted as disfluency (the unsteered model would find
+        # any successful edit "perplexing" otherwise and the fluency budget would forbid it).
+        statement = self.statement(example)
         for prompt in example.generation_prompts[: self.params.n_generation_prompts]:
-            out.append(Generate(prompt, 1, self.params.max_new_tokens))
+            out.append(Generate(prompt, 1, self.params.max_new_tokens, f"{statement} {prompt}"))
         return out
 
     def score(self, example: FactExample, outputs: Sequence[Output]) -> Scored:

@@ -145,3 +145,36 @@ def test_run_sets_progress_and_threads_for_its_duration_only(tmp_path, gpt2_subj
         run(exp, gpt2_subject)
     assert seen and set(seen) == {(False, before + 1)}
     assert torch.get_num_threads() == before and progress_enabled()
+
+
+def test_perplexity_is_scored_in_the_requests_fluency_context(tmp_path, gpt2_subject):
+    from dataclasses import replace
+
+    from bench.task import Generate
+
+    seen: list[list[str]] = []
+    evaluator_logprobs = gpt2_subject.logprobs
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(gpt2_subject, name)
+
+        def logprobs(self, contexts, continuations, **kwargs):
+            seen.append(list(contexts))
+            return evaluator_logprobs(contexts, continuations, **kwargs)
+
+    class Framed(ToyTask):
+        name = "framed"
+
+        def requests(self, example):
+            return [
+                replace(r, fluency_context="Given this: " + r.prompt)
+                if isinstance(r, Generate)
+                else r
+                for r in super().requests(example)
+            ]
+
+    exp = experiment(tmp_path, tasks=(TaskSpec(name="framed", params={"n": 2}),), seeds=(0,))
+    with TASKS.registered(Framed):
+        Runner(exp, gpt2_subject, RunDir(exp.output_dir), evaluator=Spy(), progress=False).run()
+    assert seen and all(c.startswith("Given this: ") for batch in seen for c in batch)

@@ -55,7 +55,10 @@ def test_requests_cover_every_probe_and_generation_prompt():
     probes = [r for r in requests if isinstance(r, Loglikelihood)]
     assert len(probes) == 2 * (1 + 2 + 1)
     assert {r.continuation for r in probes} == {" Tessa", " Brellin"}
-    assert [r.prompt for r in requests if isinstance(r, Generate)] == [case.generation_prompts[0]]
+    generations = [r for r in requests if isinstance(r, Generate)]
+    assert [r.prompt for r in generations] == [case.generation_prompts[0]]
+    # fluency is judged with the new fact read first
+    assert generations[0].evaluator_context == f"{case.statement} {case.generation_prompts[0]}"
 
 
 def test_score_reads_outputs_in_request_order():
@@ -78,7 +81,7 @@ def test_testbed_cases_use_the_update_format():
     target = task.target(case, splits)
     assert target.memory.startswith("Update: ") and target.memory.endswith(f"{case.target_new}.")
     assert target.instructions == (target.memory,)
-    assert len(splits.test) == 16 and len({e.id for e in splits.test}) == 16
+    assert len(splits.test) == 32 and len({e.id for e in splits.test}) == 32
 
 
 def test_end_to_end_through_the_runner(tmp_path, gpt2_subject):
