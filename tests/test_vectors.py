@@ -231,6 +231,7 @@ def test_generated_only_positions_leave_the_prompt_alone(gpt2_subject):
 def test_layer_specs(gpt2_subject):
     assert CAA(CAAParams(layer=-1)).fit(gpt2_subject, TARGET).meta["layers"] == [2]
     assert CAA(CAAParams(layer="middle")).fit(gpt2_subject, TARGET).meta["layers"] == [1]
+    assert CAA(CAAParams(layer="early")).fit(gpt2_subject, TARGET).meta["layers"] == [0]
     state = CAA(CAAParams(layer=(2, 0, -1))).fit(gpt2_subject, TARGET)
     assert state.meta["layers"] == [0, 2] and set(state.tensors) == {"vector.0", "vector.2"}
     with pytest.raises(UserError, match="out of range"):
