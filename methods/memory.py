@@ -84,7 +84,11 @@ class MemoryAddParams:
     # on both.
     layer: int | None = None
     pool: Literal["last", "mean"] = "last"  # which of the memory's attn_out vectors to add
-    positions: str = "all"  # all | prompt | generated | first:K
+    # all | prompt | generated | first:K. Prompt positions only: the memory shapes how the
+    # prompt is read, the generated tokens are left alone. On the testbed that kept perplexity
+    # within x1.25 at strength 4 on every suite, where "all" reached x1.7 (facts) to x10
+    # (sentiment), at a similar effect.
+    positions: str = "prompt"
     repeat: int = 1  # the memory text repeated this many times (the post repeated "Neil Armstrong")
 
     def __post_init__(self) -> None:
@@ -97,7 +101,7 @@ class MemoryAdd(Method):
     name = "memory_add"
     summary = "add the memory text's cached attn_out at layer L (training-free)"
     Params = MemoryAddParams
-    default_strengths = (0.0, 4.0, 8.0, 16.0, 32.0)
+    default_strengths = (0.0, 1.0, 2.0, 4.0, 8.0)
     version = "2"  # 2: default layer mid-depth
 
     def applies_to(self, target: SteeringTarget) -> bool:
