@@ -2,9 +2,10 @@
 
 Slow: needs the trained testbed (built once per test session into the session's cache, or
 reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per check. The
-thresholds sit well inside the effects measured when the defaults were chosen (issue 5 note):
-toxicity 0.43 -> 0.26 at CAA strength 0.5 (perplexity x1.1); negative rate 0.21 -> 0.44 at 2;
-positive rate 0.29 -> 0.42 with the prompting baseline's top level.
+thresholds sit well inside the effects measured on the seed-0 testbed (generator v2) by the
+default run (select split, issue 5 note): positive rate 0.41 -> 0.77 at CAA strength 1 and
+0.78 at ActAdd strength 4 (perplexity x1.03 / x1.33); toxicity 0.88 -> 0.78 at CAA / PCA 0.25
+(x1.07); prompting 0.41 -> 0.58 positive at level 3 and toxicity 0.88 -> 0.83 at level 1.
 """
 
 from __future__ import annotations
@@ -82,14 +83,26 @@ def unsteered(subject: Subject, task: Task) -> tuple[float, float]:
     return measure(subject, task, lambda target: nullcontext())
 
 
+def within_budget(ppl: float, base_ppl: float) -> bool:
+    return ppl < 1.5 * base_ppl  # the runner's default fluency budget
+
+
 @pytest.mark.parametrize("name", ["caa", "pca"])
 def test_vectors_lower_toxicity_within_the_fluency_budget(testbed, name):
     task = make_task("toxicity")
     base, base_ppl = unsteered(testbed, task)
-    method = METHODS.get(name)()
-    toxicity, ppl = measure(testbed, task, steering(testbed, method, 0.5))
-    assert toxicity < base - 0.1, (base, toxicity)
-    assert ppl < 1.5 * base_ppl, (base_ppl, ppl)
+    toxicity, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), 0.25))
+    assert toxicity < base - 0.05, (base, toxicity)
+    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
+
+
+@pytest.mark.parametrize(("name", "strength"), [("caa", 1.0), ("pca", 1.0), ("actadd", 4.0)])
+def test_vectors_raise_positive_sentiment_within_the_fluency_budget(testbed, name, strength):
+    task = make_task("sentiment")
+    base, base_ppl = unsteered(testbed, task)
+    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), strength))
+    assert rate > base + 0.2, (base, rate)
+    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
 
 
 @pytest.mark.parametrize("name", ["caa", "pca"])
@@ -103,6 +116,15 @@ def test_vectors_steer_sentiment_toward_negative(testbed, name):
 
 def test_prompting_raises_positive_sentiment(testbed):
     task = make_task("sentiment")
-    base, _ = unsteered(testbed, task)
-    rate, _ = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 4))
-    assert rate > base + 0.05, (base, rate)
+    base, base_ppl = unsteered(testbed, task)
+    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 3))
+    assert rate > base + 0.08, (base, rate)
+    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
+
+
+def test_prompting_lowers_toxicity(testbed):
+    task = make_task("toxicity")
+    base, base_ppl = unsteered(testbed, task)
+    toxicity, ppl = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 1))
+    assert toxicity < base - 0.03, (base, toxicity)
+    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
