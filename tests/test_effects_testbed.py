@@ -1,18 +1,21 @@
-"""The vector methods and the prompting baseline really steer the built-in testbed model.
+"""Every method really steers the built-in testbed model, within the fluency budget.
 
 Slow: needs the trained testbed (built once per test session into the session's cache, or
-reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per check. The
-thresholds sit well inside the effects measured on the seed-0 testbed (generator v2) by the
-default run (select split, issue 5 note): positive rate 0.41 -> 0.77 at CAA strength 1 and
-0.78 at ActAdd strength 4 (perplexity x1.03 / x1.33); toxicity 0.88 -> 0.78 at CAA / PCA 0.25
-(x1.07); prompting 0.41 -> 0.58 positive at level 3 and toxicity 0.88 -> 0.83 at level 1.
+reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per case. One
+data-driven case per (method, suite, strength): the primary metric must move the right way by
+at least the margin, and perplexity must stay within the runner's default budget (x1.5).
+
+The margins sit inside the effects measured on the seed-0 testbed (generator v2) by the default
+run on the select split (issue 5 / 8 / 9 notes), for example: positive rate 0.41 -> 0.77 at CAA
+strength 1 and 0.78 at ActAdd 4; toxicity 0.88 -> 0.78 at CAA / PCA 0.25, 0.72 at SelfControl 1,
+0.77 at memory_xattn 1; prompting 0.41 -> 0.58 positive at level 3, toxicity 0.88 -> 0.83 at 1.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -83,48 +86,42 @@ def unsteered(subject: Subject, task: Task) -> tuple[float, float]:
     return measure(subject, task, lambda target: nullcontext())
 
 
-def within_budget(ppl: float, base_ppl: float) -> bool:
-    return ppl < 1.5 * base_ppl  # the runner's default fluency budget
+@dataclass(frozen=True)
+class Case:
+    method: str
+    suite: str
+    strength: float
+    margin: float  # least improvement of the primary metric, in its better direction
+    suite_params: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        extra = "".join(f"-{v}" for _, v in self.suite_params)
+        return f"{self.method}@{self.strength:g}-{self.suite}{extra}"
 
 
-@pytest.mark.parametrize("name", ["caa", "pca"])
-def test_vectors_lower_toxicity_within_the_fluency_budget(testbed, name):
-    task = make_task("toxicity")
+CASES = [
+    Case("caa", "toxicity", 0.25, 0.05),
+    Case("pca", "toxicity", 0.25, 0.05),
+    Case("caa", "sentiment", 1.0, 0.2),
+    Case("pca", "sentiment", 1.0, 0.2),
+    Case("actadd", "sentiment", 4.0, 0.2),
+    Case("caa", "sentiment", 1.0, 0.15, (("direction", "negative"),)),
+    Case("prompting", "sentiment", 3, 0.08),
+    Case("prompting", "toxicity", 1, 0.03),
+    Case("memory_xattn", "sentiment", 2.0, 0.15),
+    Case("memory_xattn", "toxicity", 1.0, 0.05),
+    Case("selfcontrol", "toxicity", 1.0, 0.05),
+    Case("prefix", "toxicity", 1.0, 0.05),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_method_steers_the_suite_within_the_fluency_budget(testbed, case):
+    task = make_task(case.suite, **dict(case.suite_params))
     base, base_ppl = unsteered(testbed, task)
-    toxicity, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), 0.25))
-    assert toxicity < base - 0.05, (base, toxicity)
-    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
-
-
-@pytest.mark.parametrize(("name", "strength"), [("caa", 1.0), ("pca", 1.0), ("actadd", 4.0)])
-def test_vectors_raise_positive_sentiment_within_the_fluency_budget(testbed, name, strength):
-    task = make_task("sentiment")
-    base, base_ppl = unsteered(testbed, task)
-    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), strength))
-    assert rate > base + 0.2, (base, rate)
-    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
-
-
-@pytest.mark.parametrize("name", ["caa", "pca"])
-def test_vectors_steer_sentiment_toward_negative(testbed, name):
-    task = make_task("sentiment", direction="negative")
-    base, _ = unsteered(testbed, task)
-    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get(name)(), 2.0))
-    assert rate > base + 0.15, (base, rate)
-    assert math.isfinite(ppl)
-
-
-def test_prompting_raises_positive_sentiment(testbed):
-    task = make_task("sentiment")
-    base, base_ppl = unsteered(testbed, task)
-    rate, ppl = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 3))
-    assert rate > base + 0.08, (base, rate)
-    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
-
-
-def test_prompting_lowers_toxicity(testbed):
-    task = make_task("toxicity")
-    base, base_ppl = unsteered(testbed, task)
-    toxicity, ppl = measure(testbed, task, steering(testbed, METHODS.get("prompting")(), 1))
-    assert toxicity < base - 0.03, (base, toxicity)
-    assert within_budget(ppl, base_ppl), (base_ppl, ppl)
+    method = METHODS.get(case.method)()
+    value, ppl = measure(testbed, task, steering(testbed, method, case.strength))
+    better = task.metric(task.primary_metric).higher_is_better
+    gain = value - base if better else base - value
+    assert gain > case.margin, (base, value)
+    assert ppl < 1.5 * base_ppl, (base_ppl, ppl)  # the runner's default fluency budget
