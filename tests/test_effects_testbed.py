@@ -5,10 +5,11 @@ reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per 
 data-driven case per (method, suite, strength): the primary metric must move the right way by
 at least the margin, and perplexity must stay within the runner's default budget (x1.5).
 
-The margins sit inside the effects measured on the seed-0 testbed (generator v2) by the default
-run on the select split (issue 5 / 8 / 9 notes), for example: positive rate 0.41 -> 0.77 at CAA
-strength 1 and 0.78 at ActAdd 4; toxicity 0.88 -> 0.78 at CAA / PCA 0.25, 0.72 at SelfControl 1,
-0.77 at memory_xattn 1; prompting 0.41 -> 0.58 positive at level 3, toxicity 0.88 -> 0.83 at 1.
+The margins sit inside the effects measured with this very measurement (select and test
+prompts, two seeds; seed-0 testbed, generator v2; issue 5 / 8 / 9 notes): positive rate
+0.41 -> 0.77 at CAA strength 1, 0.61 at ActAdd 2 (perplexity x1.03), 0.69 at memory_xattn 2;
+toxicity 0.88 -> 0.78 at CAA / PCA 0.25, 0.81 at ActAdd 2, 0.74 at memory_xattn 4, 0.85 at the
+prefix controller 1 (its effect is the smallest: margin 0.02 against 0.033 measured).
 """
 
 from __future__ import annotations
@@ -104,14 +105,15 @@ CASES = [
     Case("pca", "toxicity", 0.25, 0.05),
     Case("caa", "sentiment", 1.0, 0.2),
     Case("pca", "sentiment", 1.0, 0.2),
-    Case("actadd", "sentiment", 4.0, 0.2),
+    Case("actadd", "sentiment", 2.0, 0.12),
+    Case("actadd", "toxicity", 2.0, 0.04),
     Case("caa", "sentiment", 1.0, 0.15, (("direction", "negative"),)),
     Case("prompting", "sentiment", 3, 0.08),
     Case("prompting", "toxicity", 1, 0.03),
     Case("memory_xattn", "sentiment", 2.0, 0.15),
-    Case("memory_xattn", "toxicity", 1.0, 0.05),
+    Case("memory_xattn", "toxicity", 4.0, 0.08),
     Case("selfcontrol", "toxicity", 1.0, 0.05),
-    Case("prefix", "toxicity", 1.0, 0.05),
+    Case("prefix", "toxicity", 1.0, 0.02),
 ]
 
 
