@@ -3,8 +3,9 @@
 For each method: fit it on one task's steering target, then generate the same prompts at the
 same batch size and length (greedy, fixed length so both do equal work) with and without
 steering, alternating the order over several repeats, and report the ratio of the fastest
-repeats next to the method's declared `cost_budget`. Timings on a shared machine are noisy; the ratio of two
-measurements taken side by side in one process is what this script is for, not timed tests.
+repeats next to the method's declared `cost_budget`. Timings on a shared machine are noisy;
+the ratio of two measurements taken side by side in one process is what this script is for,
+not timed tests.
 """
 
 from __future__ import annotations

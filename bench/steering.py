@@ -1,8 +1,8 @@
 """The one way steering is applied: a context manager that attaches and always detaches.
 
 Methods implement `steer()` by yielding inside `attached(...)`; whatever they attach (hooks at
-hook points, prompt transforms, generation or log-likelihood overrides) is removed in `finally`, also when the
-body raises, so no steering outlives its context.
+hook points, prompt transforms, generation or log-likelihood overrides) is removed in
+`finally`, also when the body raises, so no steering outlives its context.
 """
 
 from __future__ import annotations
