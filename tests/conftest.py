@@ -30,8 +30,26 @@ def subject(request):
     return request.getfixturevalue(f"{request.param}_subject")
 
 
+def _cache_root(tmp_path_factory) -> str:
+    """$STEERBENCH_TEST_CACHE, else a per-session temp directory; never the user's cache."""
+    return os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Fitted states and testbeds go to a per-session temp cache, never the user's."""
-    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    monkeypatch.setenv("STEERBENCH_CACHE", root)
+    monkeypatch.setenv("STEERBENCH_CACHE", _cache_root(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory):
+    """The trained testbed (slow tests only), built once per session into the test cache.
+
+    Session-scoped, so it runs before the function-scoped cache isolation: name the cache here.
+    """
+    from bench.subject import Subject
+    from tasks.testbed import ensure_testbed
+
+    return Subject.load(
+        ensure_testbed(seed=0, cache_dir=_cache_root(tmp_path_factory), progress=False)
+    )

@@ -14,12 +14,10 @@ prefix controller 1 (its effect is the smallest: margin 0.02 against 0.033 measu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 from bench.fluency import perplexity
 from bench.method import Method
@@ -29,19 +27,6 @@ from bench.subject import GenerationSettings, Subject
 from bench.task import Task
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory) -> Subject:
-    """The testbed from the session's cache (as tests/conftest.py chooses it), never the user's.
-
-    Module-scoped, so it runs before the function-scoped cache isolation: name the cache here.
-    """
-    from tasks.testbed import ensure_testbed
-
-    torch.set_num_threads(1)
-    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
 
 
 def make_task(name: str, **params) -> Task:

@@ -14,10 +14,7 @@ belief, but flipping it costs fluency.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import torch
 
 from bench.method import Method
 from bench.subject import Subject
@@ -27,19 +24,6 @@ from methods.memory import MemoryAdd, MemoryXAttn
 from tasks.fact import FactInjection, rewrite_scores
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory) -> Subject:
-    """The testbed from the session's cache (as tests/conftest.py chooses it), never the user's.
-
-    Module-scoped, so it runs before the function-scoped cache isolation: name the cache here.
-    """
-    from tasks.testbed import ensure_testbed
-
-    torch.set_num_threads(1)
-    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
 
 
 def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[float, ...]:

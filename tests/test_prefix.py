@@ -226,18 +226,6 @@ def test_the_loss_covers_the_prompt_or_also_the_teachers_response(
 
 
 # ---------------------------------------------------------------------------- on the testbed
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    """The trained testbed from the session's cache (built there once), never the user's."""
-    import os
-
-    from bench.subject import Subject
-    from tasks.testbed import ensure_testbed
-
-    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
-
-
 @pytest.mark.slow  # needs the trained testbed (a CPU build of minutes when not cached)
 def test_the_prefix_reproduces_selfcontrol_on_held_out_prompts(testbed):
     """Distilled on the fit prompts, the prefix moves the states of held-out prompts and of

@@ -352,18 +352,6 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
 
 
 # ---------------------------------------------------------------------------- on the testbed
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory):
-    """The trained testbed from the session's cache (built there once), never the user's."""
-    import os
-
-    from bench.subject import Subject
-    from tasks.testbed import ensure_testbed
-
-    root = os.environ.get("STEERBENCH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    return Subject.load(ensure_testbed(seed=0, cache_dir=root, progress=False))
-
-
 @pytest.mark.slow  # needs the trained testbed (a CPU build of minutes when not cached)
 @pytest.mark.parametrize("suite", ["sentiment", "toxicity", "hh_rlhf", "webgpt"])
 def test_the_search_raises_the_testbed_models_own_judgement(testbed, suite):
