@@ -41,6 +41,7 @@ prompt length, d_model) floats per batch; on large models lower the generation b
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -78,6 +79,9 @@ class SelfControlParams:
     layers: tuple[int, ...] = ()  # resid_post layers whose prompt states move; () = all
     steer_loglikelihood: bool = True  # steer log-likelihood requests too (see module doc)
     loglik_max_new_tokens: int = 16  # candidate response length when the context is steered
+    # Fluency guard (not in the paper): a step is kept only while its candidates' perplexity
+    # under the unsteered model stays within this ratio of the unsteered candidates'. None: off.
+    max_perplexity_ratio: float | None = 1.25
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.search_steps < 1 or self.branches < 1:
@@ -86,6 +90,8 @@ class SelfControlParams:
             raise ValueError("step_size, search_factor and max_grad_norm must be positive")
         if self.loglik_max_new_tokens < 1:
             raise ValueError("loglik_max_new_tokens must be at least 1")
+        if self.max_perplexity_ratio is not None and self.max_perplexity_ratio < 1:
+            raise ValueError("max_perplexity_ratio must be at least 1 (or None)")
 
 
 # Sampling (temperature, top_p) of the candidates where no generation settings say otherwise.
@@ -139,6 +145,7 @@ class Controller:
             temperature,
             top_p,
             seed,
+            None if p.max_perplexity_ratio is None else math.log(p.max_perplexity_ratio),
         )
 
     def prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
@@ -265,7 +272,7 @@ class SelfControl(Method):
     )
     Params = SelfControlParams
     default_strengths = (0.0, 1.0, 2.0)
-    version = "1"
+    version = "2"  # 2: fluency guard in the step search
 
     def applies_to(self, target: SteeringTarget) -> bool:
         return target.suffix is not None

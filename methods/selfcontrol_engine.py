@@ -14,12 +14,17 @@ and KV-cache decode steps all line up).
 
 from __future__ import annotations
 
+import hashlib
+import math
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from bench.errors import UserError
 from bench.positions import TokenPositions
@@ -182,6 +187,27 @@ def suffix_logit_gap(
     return logits[:, suffix.target] - logits[:, suffix.contrast]
 
 
+def judge(
+    subject: Subject,
+    hooks: DeltaHooks,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    suffix: Suffix,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Suffix score sigmoid(gap) of each (prompt, response) under the UNSTEERED model, and the
+    response's mean per-token negative log-likelihood given the prompt (nan for an empty
+    response), both (batch,): one forward pass of prompt + response + question gives both."""
+    scores, nlls = [], []
+    with torch.no_grad(), hooks.active(None, None):
+        for start in range(0, len(prompts), batch_size):
+            end = start + batch_size
+            gap, nll = _judged(subject, prompts[start:end], responses[start:end], suffix)
+            scores.append(torch.sigmoid(gap))
+            nlls.append(nll)
+    return torch.cat(scores).cpu(), torch.cat(nlls).cpu()
+
+
 def suffix_scores(
     subject: Subject,
     hooks: DeltaHooks,
@@ -191,12 +217,37 @@ def suffix_scores(
     batch_size: int,
 ) -> torch.Tensor:
     """Suffix score sigmoid(gap) of each (prompt, response) under the UNSTEERED model, (batch,)."""
-    out = []
-    with torch.no_grad(), hooks.active(None, None):
-        for start in range(0, len(prompts), batch_size):
-            end = start + batch_size
-            out.append(suffix_logit_gap(subject, prompts[start:end], responses[start:end], suffix))
-    return torch.sigmoid(torch.cat(out)).cpu()
+    return judge(subject, hooks, prompts, responses, suffix, batch_size)[0]
+
+
+def _judged(
+    subject: Subject,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    suffix: Suffix,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logit gap, mean response NLL) of one batch, each (batch,)."""
+    n_question = len(suffix.question)
+    rows = [list(p) + list(r) + list(suffix.question) for p, r in zip(prompts, responses)]
+    ids, mask, position_ids = _left_pad(subject, rows)
+    # Logits of the response tokens and the answer: the last (longest response + question + 1)
+    # positions of the left-padded rows.
+    keep = min(max(len(r) for r in responses) + n_question + 1, ids.shape[1])
+    logits = subject.model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
+    ).logits.float()  # (batch, keep, vocab)
+    gap = logits[:, -1, suffix.target] - logits[:, -1, suffix.contrast]
+    nll = torch.full((len(rows),), float("nan"), device=logits.device)
+    for i, response in enumerate(responses):
+        if not response:
+            continue
+        # Response token j sits n_question + len - j positions before the end of the row;
+        # the logits that predict it one position earlier.
+        first = keep - n_question - len(response) - 1
+        predicted = logits[i, first : first + len(response)].log_softmax(-1)  # (len, vocab)
+        tokens = torch.tensor(list(response), device=logits.device)
+        nll[i] = -predicted.gather(1, tokens[:, None]).mean()
+    return gap, nll
 
 
 def suffix_gradients(
@@ -225,6 +276,46 @@ def suffix_gradients(
     return grad * (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
 
 
+class CoupledSampling(LogitsProcessor):
+    """Temperature / top-p sampling driven by given uniforms, one per (row, step): the token is
+    the inverse CDF of the nucleus distribution (in vocabulary order) at that row's uniform.
+
+    Two rows with the same uniforms whose distributions differ a little draw the same tokens
+    most of the time (common random numbers): the search compares step sizes on the same
+    draws, so a better score reflects the step, not a luckier sample. Used with greedy
+    decoding: every score but the drawn token's is set to -inf.
+    """
+
+    def __init__(self, uniforms: torch.Tensor, temperature: float, top_p: float, start: int):
+        self.uniforms = uniforms  # (batch, max_new_tokens) in [0, 1)
+        self.temperature, self.top_p, self.start = temperature, top_p, start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.start
+        probs = (scores.float() / self.temperature).softmax(-1)  # (batch, vocab)
+        if self.top_p < 1.0:  # the nucleus: the most probable tokens covering top_p
+            sorted_probs, order = probs.sort(-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        cdf = probs.cumsum(-1)  # (batch, vocab), vocabulary order
+        u = self.uniforms[:, step].to(cdf.device)[:, None] * cdf[:, -1:]
+        token = (cdf <= u).sum(-1).clamp(max=probs.shape[-1] - 1)  # first index with cdf > u
+        token = torch.where(probs.gather(-1, token[:, None])[:, 0] > 0, token, probs.argmax(-1))
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter(-1, token[:, None], 0.0)
+
+
+def stream_uniforms(prompt: Sequence[int], sample: int, seed: int, steps: int) -> torch.Tensor:
+    """The uniforms (steps,) of one candidate stream: a function of the prompt's tokens, the
+    sample's index and the seed only, so every trial of a prompt reuses them."""
+    digest = hashlib.blake2b(
+        np.asarray(list(prompt), dtype=np.int64).tobytes() + struct.pack("<qq", sample, seed),
+        digest_size=8,
+    ).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return torch.rand(steps, generator=generator)
+
+
 @torch.no_grad()
 def decode(
     subject: Subject,
@@ -236,22 +327,24 @@ def decode(
     top_p: float = 1.0,
     seed: int = 0,
     fixed_length: bool = False,
+    uniforms: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Continue each row (greedy when temperature is 0); new tokens per row, cut at EOS
     (unless `fixed_length`: exactly max_new_tokens, as GenerationSettings.fixed_length).
 
     `prompt_lengths` declares how many leading tokens of each row are prompt, so a forced
-    first token after the prompt counts as generated for the hooks.
+    first token after the prompt counts as generated for the hooks. `uniforms` (rows,
+    max_new_tokens): sample by `CoupledSampling` with them instead of the seeded sampler.
     """
     if max_new_tokens <= 0:
         return [[] for _ in rows]
     ids, mask, _ = _left_pad(subject, rows)
-    sample = temperature > 0
-    kwargs = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        if sample
-        else {"do_sample": False}
-    )
+    kwargs: dict = {"do_sample": False}
+    if uniforms is not None and temperature > 0:
+        coupled = CoupledSampling(uniforms, temperature, top_p, ids.shape[1])
+        kwargs["logits_processor"] = LogitsProcessorList([coupled])
+    elif temperature > 0:
+        kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p}
     lengths = torch.tensor(list(prompt_lengths), device=subject.device)
     torch.manual_seed(seed)
     with subject.positions.prompt_lengths(lengths):

@@ -10,9 +10,17 @@ Candidates, two ways:
 - "branch" (the paper, for greedy decoding): the top-B first tokens, each continued greedily;
   the best-scoring one is the response, its score the prompt's score and its gradient the step.
 - "sample" (for sampled decoding): B responses sampled with the experiment's temperature and
-  top-p (seeded); the prompt's score is their mean suffix score and the step follows the
-  gradient of their mean log score - the judgement of the responses the harness will actually
-  draw, not of one the sampler rarely returns.
+  top-p; the prompt's score is their mean suffix score and the step follows the gradient of
+  their mean log score - the judgement of the responses the harness will actually draw, not of
+  one the sampler rarely returns. Sample b of a prompt is drawn from the same random numbers
+  in every trial (`CoupledSampling`): with independent draws the step that won was mostly the
+  one with the luckiest samples (testbed HH: search score 0.82 -> 0.92, fresh samples under
+  the kept deltas 0.82 -> 0.84).
+
+Fluency guard (`max_nll_increase`, not in the paper): a step is kept only if its candidates'
+mean per-token NLL under the unsteered model stays within the bound of the unsteered
+candidates'; otherwise the suffix score is maximised by text that fools the judge (testbed
+WebGPT: perplexity x224 at strength 1 without it).
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ from methods.selfcontrol_engine import (
     DeltaHooks,
     Suffix,
     decode,
+    judge,
     last_logits,
     relative_scale,
+    stream_uniforms,
     suffix_gradients,
-    suffix_scores,
 )
 
 
@@ -47,6 +56,9 @@ class SearchConfig:
     temperature: float = 0.0  # 0: "branch" candidates; > 0: "sample" at this temperature
     top_p: float = 1.0
     seed: int = 0
+    # Fluency guard: a step is kept only if its candidates' mean per-token NLL under the
+    # unsteered model rises by at most this many nats over the unsteered candidates' (None: off).
+    max_nll_increase: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ class Optimised:
     initial_scores: torch.Tensor  # (n,) suffix score before any step
     scores: torch.Tensor  # (n,) best suffix score reached (mean over samples if sampled)
     steps: torch.Tensor  # (n,) accepted iterations
+    initial_nll: torch.Tensor  # (n,) candidates' mean response NLL before any step (nats/token)
+    nll: torch.Tensor  # (n,) the same for the kept candidates
 
 
 @dataclass(frozen=True)
@@ -89,9 +103,10 @@ def candidates(
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
-) -> tuple[list[list[list[int]]], torch.Tensor]:
+) -> tuple[list[list[list[int]]], torch.Tensor, torch.Tensor]:
     """Candidates per trial row (prompt i under `trial.rows(i)`, no deltas when `trial` is
-    None) and the row's (unsteered) suffix score: see the module docstring."""
+    None), the row's (unsteered) suffix score and its candidates' mean response NLL (the
+    unsteered model's, nats per token): see the module docstring."""
     if cfg.temperature > 0:
         return _sampled(subject, hooks, prompts, trial, lengths, suffix, cfg)
     return _branched(subject, hooks, prompts, trial, lengths, suffix, cfg)
@@ -105,12 +120,19 @@ def _sampled(
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
-) -> tuple[list[list[list[int]]], torch.Tensor]:
+) -> tuple[list[list[list[int]]], torch.Tensor, torch.Tensor]:
     n, samples, device = len(prompts), cfg.branches, subject.device
     rows = [prompts[i // samples] for i in range(n * samples)]  # row i * B + b
     row_lengths = lengths.repeat_interleave(samples)
+    # Common random numbers: sample b of a prompt draws from the same uniforms in every trial.
+    uniforms = torch.stack(
+        [
+            stream_uniforms(row, i % samples, cfg.seed, cfg.max_new_tokens)
+            for i, row in enumerate(rows)
+        ]
+    )  # (n * B, max_new_tokens)
     responses: list[list[int]] = []
-    for k, start in enumerate(range(0, len(rows), cfg.batch_size)):
+    for start in range(0, len(rows), cfg.batch_size):
         end = start + cfg.batch_size
         index = torch.arange(start, min(end, len(rows)), device=device) // samples
         deltas = None if trial is None else trial.rows(index)
@@ -122,11 +144,11 @@ def _sampled(
                 cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
-                seed=cfg.seed * 1_009 + k,
+                uniforms=uniforms[start:end],
             )
-    scores = suffix_scores(subject, hooks, rows, responses, suffix, cfg.batch_size)
+    scores, nll = judge(subject, hooks, rows, responses, suffix, cfg.batch_size)
     grouped = [responses[i * samples : (i + 1) * samples] for i in range(n)]
-    return grouped, scores.view(n, samples).mean(-1)
+    return grouped, scores.view(n, samples).mean(-1), nll.view(n, samples).nanmean(-1)
 
 
 def _branched(
@@ -137,7 +159,7 @@ def _branched(
     lengths: torch.Tensor,
     suffix: Suffix,
     cfg: SearchConfig,
-) -> tuple[list[list[list[int]]], torch.Tensor]:
+) -> tuple[list[list[list[int]]], torch.Tensor, torch.Tensor]:
     n, branches, eos = len(prompts), cfg.branches, subject.tokenizer.eos_token_id
     device = subject.device
     firsts = []  # top-B first tokens per prompt, under the deltas
@@ -163,10 +185,15 @@ def _branched(
         for row, tail in zip(rows[start:end], tails):
             responses.append([] if row[-1] == eos else [row[-1], *tail])
     prompt_rows = [prompts[i // branches] for i in range(n * branches)]
-    scores = suffix_scores(subject, hooks, prompt_rows, responses, suffix, cfg.batch_size)
+    scores, nll = judge(subject, hooks, prompt_rows, responses, suffix, cfg.batch_size)
     best = scores.view(n, branches).argmax(-1)  # (n,)
     picked = [[responses[i * branches + int(b)]] for i, b in enumerate(best)]
-    return picked, scores.view(n, branches).gather(1, best[:, None]).squeeze(1)
+    chosen = best[:, None]
+    return (
+        picked,
+        scores.view(n, branches).gather(1, chosen).squeeze(1),
+        nll.view(n, branches).gather(1, chosen).squeeze(1),
+    )
 
 
 def gradients(
@@ -232,8 +259,8 @@ def optimise(
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     width = int(lengths.max())
     acc = torch.zeros(len(hooks.layers), n, width, subject.d_model, device=device)
-    responses, scores = candidates(subject, hooks, prompts, None, lengths, suffix, cfg)
-    initial = scores.clone()
+    responses, scores, nll = candidates(subject, hooks, prompts, None, lengths, suffix, cfg)
+    initial, initial_nll = scores.clone(), nll.clone()
     steps = torch.zeros(n, dtype=torch.long)
     sizes = torch.tensor(cfg.step_sizes, device=device, dtype=acc.dtype)  # (S,)
     n_sizes = len(cfg.step_sizes)
@@ -259,20 +286,36 @@ def optimise(
         trial = Trial(current, grad, sizes)
         trial_prompts = [p for p in sub_prompts for _ in range(n_sizes)]
         trial_lengths = sub_lengths.repeat_interleave(n_sizes)
-        trial_responses, trial_scores = candidates(
+        trial_responses, trial_scores, trial_nll = candidates(
             subject, hooks, trial_prompts, trial, trial_lengths, suffix, cfg
         )
         trial_scores = trial_scores.view(len(active), n_sizes)
-        best = trial_scores.argmax(-1)
+        trial_nll = trial_nll.view(len(active), n_sizes)
+        fluent = fluent_trials(trial_nll, initial_nll.index_select(0, index.cpu()), cfg)
+        best = trial_scores.masked_fill(~fluent, -math.inf).argmax(-1)
         still = []
         for j, i in enumerate(active):
             k = int(best[j])
-            if trial_scores[j, k] > scores[i]:  # accept only an improvement, else stop
+            # Accept only a fluent improvement, else the prompt stops.
+            if fluent[j, k] and trial_scores[j, k] > scores[i]:
                 row = j * n_sizes + k
                 acc[:, i] = trial.rows(torch.tensor([row], device=device))[:, 0]
                 responses[i] = trial_responses[row]
-                scores[i] = trial_scores[j, k]
+                scores[i], nll[i] = trial_scores[j, k], trial_nll[j, k]
                 steps[i] += 1
                 still.append(i)
         active = still
-    return Optimised(acc, lengths, responses, initial, scores, steps)
+    return Optimised(acc, lengths, responses, initial, scores, steps, initial_nll, nll)
+
+
+def fluent_trials(trial_nll: torch.Tensor, initial_nll: torch.Tensor, cfg: SearchConfig):
+    """(m, S) bool: which trials keep their candidates' NLL within the guard of the prompt's
+    unsteered candidates (`initial_nll`, (m,)). Trials whose candidates are all empty (nan)
+    pass only where the unsteered ones were empty too."""
+    if cfg.max_nll_increase is None:
+        return torch.ones_like(trial_nll, dtype=torch.bool)
+    limit = initial_nll[:, None] + cfg.max_nll_increase  # (m, 1)
+    within = trial_nll <= limit
+    both_empty = trial_nll.isnan() & initial_nll[:, None].isnan()
+    unknown_limit = limit.isnan() & ~trial_nll.isnan()  # the unsteered ones were empty
+    return within | both_empty | unknown_limit

@@ -14,13 +14,16 @@ from bench.subject import GenerationSettings
 from bench.target import SteeringTarget, SuffixQuestion
 from methods.selfcontrol import Controller, SelfControl, SelfControlParams
 from methods.selfcontrol_engine import (
+    CoupledSampling,
     DeltaHooks,
     Suffix,
     decode,
+    judge,
+    stream_uniforms,
     suffix_gradients,
     suffix_scores,
 )
-from methods.selfcontrol_search import SearchConfig, optimise
+from methods.selfcontrol_search import SearchConfig, fluent_trials, optimise
 
 QUESTION = SuffixQuestion("\nQuestion : Is the above text positive ? Answer :", " Yes", " No")
 TARGET = SteeringTarget(name="test:positive", suffix=QUESTION)
@@ -137,6 +140,117 @@ def test_suffix_score_is_the_sigmoid_of_the_answer_logit_gap(subject):
             logits = subject.model(torch.tensor(rows)).logits[0, -1]
         expected = torch.sigmoid(logits[suffix.target] - logits[suffix.contrast])
         assert math.isclose(float(got[i]), float(expected), rel_tol=1e-4), text
+
+
+def test_judge_reads_the_responses_nll_from_the_same_pass(subject):
+    """The mean NLL of each response given its prompt, as Subject.logprobs scores it."""
+    hooks = DeltaHooks([])
+    suffix = Suffix.build(subject, QUESTION)
+    prompts = ids(subject, PROMPTS)
+    responses = [subject.tokenizer(" wonderful .")["input_ids"], [], [5, 6, 7]]
+    scores, nll = judge(subject, hooks, prompts, responses, suffix, batch_size=2)
+    torch.testing.assert_close(scores, suffix_scores(subject, hooks, prompts, responses, suffix, 3))
+    assert math.isnan(float(nll[1]))  # an empty response has no NLL
+    for i in (0, 2):
+        rows = [list(prompts[i]) + list(responses[i])]
+        with torch.no_grad():
+            logits = subject.model(torch.tensor(rows)).logits[0].log_softmax(-1)
+        n = len(responses[i])
+        picked = logits[-n - 1 : -1].gather(1, torch.tensor(responses[i])[:, None])
+        assert math.isclose(float(nll[i]), float(-picked.mean()), rel_tol=1e-4)
+
+
+# ---------------------------------------------------------------------------- coupled sampling
+def _draws(logits, uniforms, temperature=1.0, top_p=1.0):
+    """Tokens CoupledSampling picks for `logits` (vocab,) at each of `uniforms` (n,)."""
+    n = len(uniforms)
+    sampler = CoupledSampling(uniforms[:, None], temperature, top_p, start=1)
+    out = sampler(torch.zeros((n, 1), dtype=torch.long), logits.expand(n, -1).clone())
+    assert bool((out.isfinite().sum(-1) == 1).all())  # exactly one token left per row
+    return out.argmax(-1)
+
+
+def test_coupled_sampling_draws_from_the_nucleus_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
+    uniforms = (torch.arange(20_000, dtype=torch.float) + 0.5) / 20_000  # a fine grid of u
+    for temperature, top_p in [(1.0, 1.0), (0.5, 1.0), (1.0, 0.8)]:
+        probs = (logits / temperature).softmax(-1)
+        if top_p < 1:  # the smallest most-probable set covering top_p, renormalised
+            order = probs.argsort(descending=True)
+            keep = (probs[order].cumsum(0) - probs[order]) < top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], probs[order][keep])
+            probs = probs / probs.sum()
+        counts = torch.bincount(_draws(logits, uniforms, temperature, top_p), minlength=5)
+        torch.testing.assert_close(counts / 20_000, probs, atol=1e-3, rtol=0)
+
+
+def test_coupled_sampling_keeps_draws_when_the_distribution_moves_a_little():
+    """Common random numbers: the same uniforms under slightly moved logits give mostly the
+    same tokens, where independent draws would agree only by chance."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=generator)
+    moved = logits + 0.05 * torch.randn(50, generator=generator)
+    uniforms = torch.rand(2_000, generator=generator)
+    same = (_draws(logits, uniforms) == _draws(moved, uniforms)).float().mean()
+    independent = (_draws(logits, uniforms) == _draws(moved, uniforms.roll(1))).float().mean()
+    assert float(same) > 0.75 > 0.25 > float(independent)
+
+
+def test_candidate_streams_depend_on_prompt_sample_and_seed_only():
+    a = stream_uniforms([1, 2, 3], 0, 0, 8)
+    assert torch.equal(a, stream_uniforms([1, 2, 3], 0, 0, 8))
+    for other in ([1, 2, 4], 0, 0), ([1, 2, 3], 1, 0), ([1, 2, 3], 0, 1):
+        assert not torch.equal(a, stream_uniforms(other[0], other[1], other[2], 8))
+    assert bool(((a >= 0) & (a < 1)).all())
+
+
+def test_sampled_decoding_with_uniforms_is_reproducible(gpt2_subject):
+    rows = ids(gpt2_subject, PROMPTS)
+    uniforms = torch.stack([stream_uniforms(r, 0, 0, 5) for r in rows])
+    lengths = [len(r) for r in rows]
+    first = decode(gpt2_subject, rows, lengths, 5, temperature=1.0, top_p=0.9, uniforms=uniforms)
+    again = decode(gpt2_subject, rows[::-1], lengths[::-1], 5, temperature=1.0, top_p=0.9,
+                   uniforms=uniforms.flip(0))  # fmt: skip
+    assert first == again[::-1]  # a row's draws do not depend on its batch neighbours
+
+
+# ---------------------------------------------------------------------------- fluency guard
+NAN = math.nan
+GUARD_CASES = [
+    # (trial NLLs, unsteered NLL, allowed increase, fluent?)
+    ([0.5, 0.6, 0.8], 0.5, 0.2, [True, True, False]),
+    ([0.5, 0.6, 0.8], 0.5, None, [True, True, True]),  # guard off
+    ([NAN, 0.9], 0.5, 0.2, [False, False]),  # all-empty candidates where there was text
+    ([NAN, 0.9], NAN, 0.2, [True, True]),  # the unsteered candidates were empty too
+]
+
+
+@pytest.mark.parametrize("trial, initial, allowed, expected", GUARD_CASES)
+def test_fluency_guard_cases(trial, initial, allowed, expected):
+    cfg = SearchConfig(1, (1.0,), 1, 1.0, False, 4, 4, max_nll_increase=allowed)
+    got = fluent_trials(torch.tensor([trial]), torch.tensor([initial]), cfg)
+    assert got[0].tolist() == expected
+
+
+def test_guarded_search_keeps_steps_within_the_nll_bound(subject):
+    from bench.steering import attached
+
+    hooks = DeltaHooks(range(subject.n_layers))
+    suffix = Suffix.build(subject, QUESTION)
+    prompts = ids(subject, PROMPTS + ["The capital of", "I love this place ,"])
+    results = {}
+    for bound in (None, 0.05, -100.0):  # off, a bound, one no step can meet
+        cfg = SearchConfig(2, (4.0, 8.0), 3, 1.0, False, 5, 8, 1.0, 0.9, 7, bound)
+        with attached(subject, hooks=hooks.hooks()):
+            results[bound] = optimise(subject, hooks, prompts, suffix, cfg)
+    guarded = results[0.05]
+    moved = (guarded.steps > 0) & ~guarded.initial_nll.isnan()
+    assert bool((guarded.nll[moved] <= guarded.initial_nll[moved] + 0.05 + 1e-6).all())
+    assert bool((results[None].steps > 0).any())
+    # Same candidates before any step (the same random numbers): the guard only filters steps.
+    torch.testing.assert_close(guarded.initial_scores, results[None].initial_scores)
+    assert int(results[-100.0].steps.sum()) == 0
+    assert float(results[-100.0].deltas.abs().sum()) == 0
 
 
 def test_gradient_matches_finite_differences_and_is_clipped(gpt2_subject):
