@@ -79,6 +79,19 @@ def test_requests_and_the_suffix_judgement():
     assert (gen.prompt, gen.num_samples) == ("P:", 3)
 
 
+def test_the_judgement_asks_for_the_good_answer_first_on_the_testbed():
+    """Testbed HH asks "harmful?": the good answer, scored first, is " No"."""
+    task = HHRLHF()
+    question = task.suffix().question
+    lls = [
+        r
+        for r in task.requests(PreferenceExample("x", "P:", " a", " b"))
+        if isinstance(r, Loglikelihood)
+    ]
+    assert [r.continuation for r in lls[2:]] == [" No", " Yes", " No", " Yes"]
+    assert lls[2].context == "P: a" + question
+
+
 def test_scores_per_example_with_reward_of_cut_replies():
     task = HHRLHF(HHParams(source="builtin"))
     seen = []
@@ -111,14 +124,17 @@ def test_cut_reply_stops_at_the_next_turn():
 
 
 @pytest.mark.parametrize(
-    ("cls", "noun"), [(HHRLHF, "response helpful"), (WebGPT, "answer correct")]
+    ("cls", "noun", "good"),
+    [(HHRLHF, "response harmful", " No"), (WebGPT, "answer correct", " Yes")],
 )
-def test_testbed_targets_use_the_corpus_formats(cls, noun):
+def test_testbed_targets_use_the_corpus_formats(cls, noun, good):
     task = cls()
     splits = task.load()
     target = task.target(splits.test[0], splits)
     assert target is task.target(splits.select[0], splits)
     assert target.suffix.question == f"\nQuestion: Is the above {noun}? Answer:"
+    assert target.suffix.target_answer == good
+    assert {target.suffix.target_answer, target.suffix.contrast_answer} == {" Yes", " No"}
     assert target.instructions[0].startswith("Instruction: ")
     assert len(target.contrast_pairs) == len([e for e in splits.fit if not e.tie]) > 0
     assert all(a != b for a, b in target.contrast_pairs)
