@@ -4,9 +4,11 @@ From the "Changing the Mind of an LLM" GPT-2 experiments. The memory (a fact suc
 of Vorland is Rome.", a tone such as "I am feeling happy.", an exemplary reply) is never put in the
 prompt: it is run once through the frozen model and its activations are fed back in.
 
-- `memory_add` (training-free): cache the memory's `attn_out` at layer L (its last position, or
-  the mean over its positions) and add it, times the strength, to `attn_out` at layer L of the
-  chosen positions of every forward pass (prompt and generated tokens alike, KV cache included).
+- `memory_add` (training-free): cache the memory's `attn_out` at layer L (by default at every
+  memory position, added position by position to the start of the text; or its last position,
+  or the mean over its positions, added everywhere) and add it, times the strength, to
+  `attn_out` at layer L of the chosen positions of every forward pass (prompt and generated
+  tokens alike, KV cache included).
 - `memory_xattn` (trained): a cross-attention module reads the memory's cached `attn_out` at layer
   L (all positions) with queries from the current stream's `attn_out` at layer L-1; its output,
   times the strength, joins `attn_out` at layer L-1, so it flows through layer L-1's MLP and the
@@ -79,11 +81,18 @@ def _model_dtype(subject: Subject) -> torch.dtype:
 # ---------------------------------------------------------------------------- training-free
 @dataclass(frozen=True)
 class MemoryAddParams:
-    # L (negative counts from the end); None: mid-depth (n_layers // 2). The post used GPT-2's
-    # layer 11; on two testbed builds the best layer differed (1 and 3 of 4), mid-depth was second
-    # on both.
+    # L (negative counts from the end); None: early (n_layers // 8) for the aligned pool, as
+    # ActAdd's front injection, mid-depth (n_layers // 2) for one vector (the post used GPT-2's
+    # layer 11). Testbed fact injection, aligned, strength 2: layer 0 efficacy 0.06, perplexity
+    # x0.98; layer 2 efficacy 0, x1.31 (select split).
     layer: int | None = None
-    pool: Literal["last", "mean"] = "last"  # which of the memory's attn_out vectors to add
+    # Which of the memory's attn_out vectors to add: its last position's, the mean over its
+    # positions, or "aligned": memory token k's to sequence position k (after any BOS), as if
+    # the memory's reading of itself were superimposed on the start of the text. Aligned is
+    # the one that injects facts (testbed fact injection, test split: CounterFact score 0 ->
+    # 0.175 at strength 2, perplexity x0.98 on select but x1.77 on test, where "last" stayed
+    # at 0 within the budget); "last" moved the HH-RLHF reward more (select 0.28 -> 0.80).
+    pool: Literal["last", "mean", "aligned"] = "aligned"
     # all | prompt | generated | first:K. Prompt positions only: the memory shapes how the
     # prompt is read, the generated tokens are left alone. On the testbed that kept perplexity
     # within x1.25 at strength 4 on every suite, where "all" reached x1.7 (facts) to x10
@@ -101,25 +110,34 @@ class MemoryAdd(Method):
     name = "memory_add"
     summary = "add the memory text's cached attn_out at layer L (training-free)"
     Params = MemoryAddParams
-    default_strengths = (0.0, 1.0, 2.0, 4.0, 8.0)
-    version = "2"  # 2: default layer mid-depth
+    default_strengths = (0.0, 1.0, 2.0, 3.0, 4.0)
+    version = "3"  # 2: default layer mid-depth; 3: aligned pool by default, early layer
 
     def applies_to(self, target: SteeringTarget) -> bool:
         return bool(target.memory and target.memory.strip())
 
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
         p = self.params
-        layer = subject.n_layers // 2 if p.layer is None else p.layer
+        default = subject.n_layers // 8 if p.pool == "aligned" else subject.n_layers // 2
+        layer = default if p.layer is None else p.layer
         point = subject.hookpoint(f"layers.{layer}.attn_out").name
         acts = memory_activations(subject, target.memory or "", point, p.repeat)  # (m, d)
         _, n_special = memory_tokens(subject, target.memory or "", p.repeat)
         # Special tokens the tokenizer prepends (BOS) carry no memory content: leave them out of
         # the mean (they are often attention sinks with outsized activations).
         content = acts[n_special:] if acts.shape[0] > n_special else acts
-        vector = content[-1] if p.pool == "last" else content.mean(0)  # (d_model,)
+        if p.pool == "aligned":
+            vector = content  # (m, d_model)
+        else:
+            vector = content[-1] if p.pool == "last" else content.mean(0)  # (d_model,)
         return State(
             tensors={"vector": vector},
-            meta={"hookpoint": point, "memory": target.memory, "n_tokens": int(acts.shape[0])},
+            meta={
+                "hookpoint": point,
+                "memory": target.memory,
+                "n_tokens": int(acts.shape[0]),
+                "offset": n_special,
+            },
         )
 
     def steer(
@@ -128,14 +146,35 @@ class MemoryAdd(Method):
         if strength == 0:
             return nullcontext()
         spec = self.params.positions
-        # (d_model,) scaled once here, not per forward call.
+        # (d_model,) or, aligned, (m, d_model): scaled once here, not per forward call.
         delta = (state.tensors["vector"] * strength).to(subject.device, _model_dtype(subject))
+        if delta.dim() == 2:
+            return attached(
+                subject, hooks=[(state.meta["hookpoint"], _aligned(delta, state.meta, spec))]
+            )
 
         def add(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
             # hidden: (batch, seq, d_model)
             return hidden + _position_mask(positions, spec, hidden) * delta.to(hidden.dtype)
 
         return attached(subject, hooks=[(state.meta["hookpoint"], add)])
+
+
+def _aligned(delta: torch.Tensor, meta: dict, spec: str):
+    """Hook adding memory token k's vector (`delta`, (m, d_model)) at absolute position
+    offset + k of every row, where the position spec allows."""
+    offset, m = int(meta.get("offset", 0)), delta.shape[0]
+
+    def add(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
+        # hidden: (batch, seq, d_model)
+        if positions is None or positions.absolute.shape != hidden.shape[:2]:
+            return hidden
+        k = positions.absolute - offset  # (batch, seq) memory index of each position
+        inside = (k >= 0) & (k < m) & positions.select(spec)
+        added = delta.to(hidden.dtype)[k.clamp(0, m - 1)]  # (batch, seq, d_model)
+        return hidden + added * inside[..., None].to(hidden.dtype)
+
+    return add
 
 
 # ---------------------------------------------------------------------------- trained

@@ -59,7 +59,9 @@ def test_fit_caches_attn_out_of_the_memory(subject, pool):
 
 
 def test_layer_choice_and_repeat(gpt2_subject):
-    assert MemoryAdd().fit(gpt2_subject, TARGET).meta["hookpoint"] == "layers.1.attn_out"  # 3 // 2
+    assert MemoryAdd().fit(gpt2_subject, TARGET).meta["hookpoint"] == "layers.0.attn_out"  # 3 // 8
+    one_vector = MemoryAdd(MemoryAddParams(pool="last")).fit(gpt2_subject, TARGET)
+    assert one_vector.meta["hookpoint"] == "layers.1.attn_out"  # 3 // 2
     state = MemoryAdd(MemoryAddParams(layer=-1, repeat=2)).fit(gpt2_subject, TARGET)
     assert state.meta["hookpoint"] == f"layers.{gpt2_subject.n_layers - 1}.attn_out"
     ids, _ = memory_tokens(gpt2_subject, TARGET.memory, 2)
@@ -67,7 +69,7 @@ def test_layer_choice_and_repeat(gpt2_subject):
 
 
 def test_adds_strength_times_vector_at_layer(subject):
-    method = MemoryAdd(MemoryAddParams(layer=1))
+    method = MemoryAdd(MemoryAddParams(layer=1, pool="last"))
     state = method.fit(subject, TARGET)
     base = observed(subject, "layers.1.attn_out", PROMPT)
     with method.steer(subject, state, 3.0):
@@ -76,8 +78,33 @@ def test_adds_strength_times_vector_at_layer(subject):
     torch.testing.assert_close(delta, (3.0 * state.tensors["vector"]).expand_as(delta))
 
 
+def test_aligned_adds_memory_token_k_at_position_k(subject):
+    """pool="aligned": the memory's own attn_out at its position k joins position k (after any
+    BOS) of the text; positions past the memory are untouched; left padding does not shift it."""
+    method = MemoryAdd(MemoryAddParams(layer=1, pool="aligned", positions="all"))
+    state = method.fit(subject, TARGET)
+    acts = plain_attn_out(subject, TARGET.memory, 1)
+    _, n_special = memory_tokens(subject, TARGET.memory)
+    content = acts[n_special:]  # (m, d_model)
+    torch.testing.assert_close(state.tensors["vector"], content)
+    text = PROMPT + " was good and the service was quick , we will come back"
+    base = observed(subject, "layers.1.attn_out", text)
+    with method.steer(subject, state, 2.0):
+        steered = observed(subject, "layers.1.attn_out", text)
+        padded = subject.logprobs(["hi", text], [" x", " x"])  # row 1 left of row 2's length
+    delta = (steered - base)[0]  # (seq, d_model)
+    m = content.shape[0]
+    assert delta.shape[0] > n_special + m
+    torch.testing.assert_close(delta[n_special : n_special + m], 2.0 * content)
+    assert torch.equal(delta[n_special + m :], torch.zeros_like(delta[n_special + m :]))
+    assert torch.equal(delta[:n_special], torch.zeros_like(delta[:n_special]))
+    with method.steer(subject, state, 2.0):
+        alone = subject.logprobs([text], [" x"])
+    assert abs(padded[1].logprob - alone[0].logprob) < 1e-4
+
+
 def test_first_k_positions_only(gpt2_subject):
-    method = MemoryAdd(MemoryAddParams(layer=1, positions="first:2"))
+    method = MemoryAdd(MemoryAddParams(layer=1, pool="last", positions="first:2"))
     state = method.fit(gpt2_subject, TARGET)
     base = observed(gpt2_subject, "layers.1.attn_out", PROMPT)
     with method.steer(gpt2_subject, state, 2.0):
@@ -88,7 +115,7 @@ def test_first_k_positions_only(gpt2_subject):
 
 def test_generated_positions_leave_the_prompt_alone(gpt2_subject):
     """With positions='generated', scoring a prompt is unchanged but generation is steered."""
-    method = MemoryAdd(MemoryAddParams(layer=1, positions="generated"))
+    method = MemoryAdd(MemoryAddParams(layer=1, pool="last", positions="generated"))
     state = method.fit(gpt2_subject, TARGET)
     base = logits(gpt2_subject, PROMPT)
     settings = GenerationSettings(max_new_tokens=6, temperature=0)

@@ -4,12 +4,14 @@ Slow: needs the trained testbed (built once per test session into the session's 
 from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about 20 s on one
 CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions), from
 log-probabilities only. The thresholds sit inside the effects measured on the seed-0 testbed
-(generator v2, 16 select cases, issue 9 note): held-out next-token loss 0.657 without the
-module, 0.648 with it (300 steps); unsteered efficacy 0.0, paraphrase 0.16,
-efficacy magnitude -0.72; at strength 4 (within the fluency budget) the magnitude rises to -0.47
-(memory_add) / -0.52 (memory_xattn); at strength 32 / 16 efficacy reaches 0.38 and paraphrase
-0.41 for both, far beyond the fluency budget: on this 4-layer model the memory moves the
-belief, but flipping it costs fluency.
+(generator v2; 16 select + 32 test cases; issue 9 notes), unsteered efficacy 0.0, efficacy
+magnitude -0.72 (select) / -0.68 (test):
+- memory_add (aligned, layer 0): at strength 2 (within the fluency budget on select) efficacy
+  0.06 / 0.09 and magnitude -0.30 / -0.26; at strength 3 efficacy 0.19 / 0.22;
+- memory_xattn: held-out next-token loss 0.657 without the module, 0.648 with it (300 steps);
+  magnitude -0.52 at strength 4; at strength 16 efficacy 0.38 and paraphrase 0.41, far beyond
+  the fluency budget: on this 4-layer model the module moves the belief, but flipping it costs
+  fluency.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[floa
 
 def test_memory_add_injects_the_fact(testbed):
     base = fact_scores(testbed, MemoryAdd(), 0.0)
-    assert fact_scores(testbed, MemoryAdd(), 4.0)[3] > base[3] + 0.1
-    efficacy, paraphrase, _, _ = fact_scores(testbed, MemoryAdd(), 32.0)
-    assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1
+    efficacy, _, neighbourhood, magnitude = fact_scores(testbed, MemoryAdd(), 2.0)
+    assert efficacy > base[0] + 0.04 and magnitude > base[3] + 0.25
+    assert neighbourhood > base[2] - 0.2  # other subjects keep their true object
+    efficacy, _, _, _ = fact_scores(testbed, MemoryAdd(), 3.0)
+    assert efficacy > base[0] + 0.12
 
 
 def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
