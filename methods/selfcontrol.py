@@ -22,6 +22,13 @@ Adapter choices (where the paper leaves the harness to decide):
   paper's raw steps (0.5 on Llama-2-7B) do not transfer across models - on the testbed the
   suffix gradient per token is ~0.01, so they would move nothing; `step_scale = "absolute"`
   restores them.
+- Sampled candidates use common random numbers (sample b of a prompt draws from the same
+  uniforms in every trial), so the search compares step sizes on the same draws rather than
+  rewarding the luckiest samples.
+- Fluency guard (`max_perplexity_ratio`, default 1.25; None turns it off): a step is kept only
+  while its candidates' perplexity under the unsteered model stays within that ratio of the
+  unsteered candidates'. The suffix score alone is maximised by text that fools the judge
+  (testbed WebGPT: perplexity x224 at strength 1 without the guard, x1.05 with it).
 - Strength scales every candidate step size (0 = unsteered, nothing attached); a negative
   strength steers toward the contrast answer instead.
 - The method is only as good as the model's own judgement: it maximises the suffix score,

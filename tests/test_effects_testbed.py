@@ -9,7 +9,8 @@ The margins sit inside the effects measured with this very measurement (select a
 prompts, two seeds; seed-0 testbed, generator v2; issue 5 / 8 / 9 notes): positive rate
 0.41 -> 0.77 at CAA strength 1, 0.61 at ActAdd 2 (perplexity x1.03), 0.69 at memory_xattn 2;
 toxicity 0.88 -> 0.78 at CAA / PCA 0.25, 0.81 at ActAdd 2, 0.74 at memory_xattn 4, 0.85 at the
-prefix controller 1 (its effect is the smallest: margin 0.02 against 0.033 measured).
+prefix controller 1 (its effect is the smallest: margin 0.02 against 0.033 measured); SelfControl
+at 2 (with its fluency guard) 0.88 -> 0.79 on select, 0.90 -> 0.84 on test (one seed).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ CASES = [
     Case("prompting", "toxicity", 1, 0.03),
     Case("memory_xattn", "sentiment", 2.0, 0.15),
     Case("memory_xattn", "toxicity", 4.0, 0.08),
-    Case("selfcontrol", "toxicity", 1.0, 0.05),
+    Case("selfcontrol", "toxicity", 2.0, 0.04),
     Case("prefix", "toxicity", 1.0, 0.02),
 ]
 
