@@ -114,6 +114,15 @@ def parse_counterfact(record: dict[str, Any], key: str) -> FactExample | None:
     )
 
 
+def clause(example: FactExample) -> str:
+    """The new fact as a clause to follow "that" or "Update:": "the capital of Vorland is
+    Tessa" (first letter lowered unless the sentence starts with the subject's name)."""
+    sentence = f"{example.prompt} {example.target_new}"
+    if sentence.startswith(example.subject):
+        return sentence
+    return sentence[:1].lower() + sentence[1:]
+
+
 # ---------------------------------------------------------------------- metrics
 def rome_probability(score: ContinuationScore, normalised: bool = True) -> float:
     """log P as ROME compares it: the per-token mean (normalised) or the sum."""
@@ -215,10 +224,7 @@ class FactInjection(Task):
         "Update: " ("Update: the capital of Vorland is Tessa.")."""
         if not self.testbed:
             return example.statement
-        sentence = example.statement
-        if not sentence.startswith(example.subject):  # "The capital of ..." -> "the capital of"
-            sentence = sentence[:1].lower() + sentence[1:]
-        return f"Update: {sentence}"
+        return f"Update: {clause(example)}."
 
     def target(self, example: FactExample, splits: Splits) -> SteeringTarget:
         key = (id(splits), example.id)
@@ -254,7 +260,7 @@ class FactInjection(Task):
             instructions=instructions,
             demonstrations=demos[:4],
             suffix=SuffixQuestion(
-                f"\nQuestion: Does the above text say that {ex.prompt} {ex.target_new}? Answer:",
+                f"\nQuestion: Does the above text say that {clause(ex)}? Answer:",
                 " Yes",
                 " No",
             ),

@@ -82,6 +82,10 @@ def test_testbed_cases_use_the_update_format():
     assert target.memory.startswith("Update: ") and target.memory.endswith(f"{case.target_new}.")
     assert target.instructions == (target.memory,)
     assert len(splits.test) == 32 and len({e.id for e in splits.test}) == 32
+    # The claim question in the corpus's form: "... say that the capital of X is Y? Answer:".
+    claim = target.memory.removeprefix("Update: ").removesuffix(".")
+    assert target.suffix.question == f"\nQuestion: Does the above text say that {claim}? Answer:"
+    assert claim[0].islower() or claim.startswith(case.subject)
 
 
 def test_end_to_end_through_the_runner(tmp_path, gpt2_subject):
