@@ -44,6 +44,14 @@ TARGETS: dict[str, Target] = {
         "follows an in-context fact update", lambda v: v >= 0.5, ">= 0.50"
     ),
     "judgement_accuracy": Target("answers suffix questions correctly", None, "(info)"),
+    # Per question kind, the ceiling of a method steering by the model's own judgement
+    # (SelfControl, the prefix controller): reviews and comments, then fact claims.
+    "tone_judgement_accuracy": Target(
+        "... positive? / insulting? (reviews, comments)", None, "(info)"
+    ),
+    "claim_judgement_accuracy": Target(
+        "... does the above text say that ...? (facts)", None, "(info)"
+    ),  # fmt: skip
     "hh_preference_accuracy": Target("log p(chosen) > log p(rejected), HH", None, "(info)"),
     "webgpt_preference_accuracy": Target("log p(better) > log p(worse), WebGPT", None, "(info)"),
 }
@@ -63,7 +71,7 @@ def vital_signs(
     updates = [_update_prompt(rng) for _ in range(n)]
     greedy = lm.greedy([p for p, _ in updates], 6)
     out["in_context_override"] = _mean(_states(g, new) for g, (_, new) in zip(greedy, updates))
-    out["judgement_accuracy"] = _judgement_accuracy(lm, seed, n)
+    out.update(_judgement_accuracy(lm, seed, n))
     out.update(_preference_signs(lm, seed, n))
     return {name: out[name] for name in TARGETS}
 
@@ -176,9 +184,10 @@ def _states(generated: str, obj: str) -> bool:
     return text.startswith(obj) and (len(text) == len(obj) or not text[len(obj)].isalnum())
 
 
-def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
+def _judgement_accuracy(lm: _LM, seed: int, n: int) -> dict[str, float]:
     """P(" Yes") > P(" No") agrees with the ground truth: held-out reviews (positive? negative?),
-    comments (insulting?) and fact statements (does the text say that ...?)."""
+    comments (insulting?) and fact statements (does the text say that ...?); all together and
+    per kind."""
     items: list[tuple[str, bool]] = []
     for r in testbed_records("sentiment", seed)["test"][:n]:
         text = r["prompt"]["text"] + " " + r["continuation"]["text"]
@@ -190,6 +199,7 @@ def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
         label = bool(truth.judgement_label(text, "insulting"))
         items.append((text + formats.judgement_suffix("insulting"), label))
     kb = knowledge_base()
+    n_tone = len(items)
     for f in kb.facts[:n]:  # "Does the above text say that ...?" after a true statement
         other = fact_genre.other_object(f, random.Random(f.subject))
         claim_obj = (f.obj, other)[len(items) % 2]
@@ -198,7 +208,12 @@ def _judgement_accuracy(lm: _LM, seed: int, n: int) -> float:
                       claim_obj == f.obj))  # fmt: skip
     yes = lm.logprobs([t for t, _ in items], [formats.YES] * len(items))
     no = lm.logprobs([t for t, _ in items], [formats.NO] * len(items))
-    return _mean((y > n_) == label for y, n_, (_, label) in zip(yes, no, items))
+    right = [(y > n_) == label for y, n_, (_, label) in zip(yes, no, items)]
+    return {
+        "judgement_accuracy": _mean(right),
+        "tone_judgement_accuracy": _mean(right[:n_tone]),
+        "claim_judgement_accuracy": _mean(right[n_tone:]),
+    }
 
 
 # ------------------------------------------------------------------------------ model access
