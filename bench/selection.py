@@ -2,8 +2,10 @@
 
 Among the swept strengths whose cells are not degenerate and whose perplexity stays within
 `budget` x the unsteered perplexity, take the one with the best mean (over seeds) primary
-metric; ties go to the smaller strength. Tasks that do not generate have no perplexity, and
-then only the primary metric counts.
+metric; ties go to the smaller strength (in magnitude). Means that differ only by floating-point
+summation order (1e-9) are ties: a strength that merely reproduces the unsteered score must not
+become the operating point. Tasks that do not generate have no perplexity, and then only the
+primary metric counts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+
+TIE_DIGITS = 9  # effects equal to this many decimals are ties
 
 
 def _mean(values: list[float]) -> float:
@@ -47,7 +51,7 @@ def choose_strength(
             "effect": effect(by_strength.get(0.0, [])),
             "reason": "no strength within the fluency budget",
         }
-    best = max(candidates, key=lambda c: (c[1] if higher else -c[1], -c[0]))
+    best = max(candidates, key=lambda c: (round(c[1] if higher else -c[1], TIE_DIGITS), -abs(c[0])))
     return {
         "strength": best[0],
         "effect": best[1],
