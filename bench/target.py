@@ -17,6 +17,9 @@ class SuffixQuestion:
     question: str  # appended after prompt + response, e.g. "\nQuestion: Is the above text positive? Answer:"
     target_answer: str  # e.g. " Yes"
     contrast_answer: str  # e.g. " No"
+    # What the fluency judge reads before the prompt, as the suite's own fluency judgement does
+    # (fact injection: the new fact; a response stating it is not disfluent). "" = nothing.
+    fluency_context: str = ""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ Adapter choices (where the paper leaves the harness to decide):
 - Fluency guard (`max_perplexity_ratio`, default 1.25; None turns it off): a step is kept only
   while its candidates' perplexity under the unsteered model stays within that ratio of the
   unsteered candidates'. The suffix score alone is maximised by text that fools the judge
-  (testbed WebGPT: perplexity x224 at strength 1 without the guard, x1.05 with it).
+  (testbed WebGPT: perplexity x224 at strength 1 without the guard, x1.05 with it). The
+  unsteered model reads the suffix question's `fluency_context` first where it has one
+  (fact injection: the new fact, as the suite's own fluency judgement does).
 - Strength scales every candidate step size (0 = unsteered, nothing attached); a negative
   strength steers toward the contrast answer instead.
 - The method is only as good as the model's own judgement: it maximises the suffix score,
@@ -107,7 +109,9 @@ DEFAULT_SAMPLING = (1.0, 0.9)
 
 def suffix_of(state: State) -> SuffixQuestion:
     m = state.meta
-    return SuffixQuestion(m["question"], m["target_answer"], m["contrast_answer"])
+    return SuffixQuestion(
+        m["question"], m["target_answer"], m["contrast_answer"], m.get("fluency_context", "")
+    )
 
 
 class Controller:
@@ -279,7 +283,7 @@ class SelfControl(Method):
     )
     Params = SelfControlParams
     default_strengths = (0.0, 1.0, 2.0)
-    version = "2"  # 2: fluency guard in the step search
+    version = "3"  # 2: fluency guard in the step search; 3: the guard reads the fluency context
 
     def applies_to(self, target: SteeringTarget) -> bool:
         return target.suffix is not None
@@ -295,6 +299,7 @@ class SelfControl(Method):
                 "question": q.question,
                 "target_answer": q.target_answer,
                 "contrast_answer": q.contrast_answer,
+                "fluency_context": q.fluency_context,
             }
         )
 

@@ -34,11 +34,13 @@ from bench.target import SuffixQuestion
 
 @dataclass(frozen=True)
 class Suffix:
-    """A suffix question in tokens: question ids and the first tokens of the two answers."""
+    """A suffix question in tokens: question ids and the first tokens of the two answers, and
+    the text the fluency judge reads before the prompt (`SuffixQuestion.fluency_context`)."""
 
     question: tuple[int, ...]
     target: int
     contrast: int
+    fluency_context: str = ""
 
     @classmethod
     def build(cls, subject: Subject, q: SuffixQuestion) -> Suffix:
@@ -69,10 +71,10 @@ class Suffix:
         question = ctx_t[max(n_special, 0) :] + target[:shared]
         if not question:
             raise UserError("the suffix question is empty")
-        return cls(tuple(question), target[shared], contrast[shared])
+        return cls(tuple(question), target[shared], contrast[shared], q.fluency_context)
 
     def swapped(self) -> Suffix:
-        return Suffix(self.question, self.contrast, self.target)
+        return Suffix(self.question, self.contrast, self.target, self.fluency_context)
 
 
 class DeltaHooks:
@@ -197,15 +199,41 @@ def judge(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Suffix score sigmoid(gap) of each (prompt, response) under the UNSTEERED model, and the
     response's mean per-token negative log-likelihood given the prompt (nan for an empty
-    response), both (batch,): one forward pass of prompt + response + question gives both."""
+    response), both (batch,): one forward pass of prompt + response + question gives both.
+    With a fluency context the NLL is taken in a second pass that reads the context first."""
     scores, nlls = [], []
     with torch.no_grad(), hooks.active(None, None):
         for start in range(0, len(prompts), batch_size):
             end = start + batch_size
             gap, nll = _judged(subject, prompts[start:end], responses[start:end], suffix)
+            if suffix.fluency_context:
+                read = _read_after(subject, suffix.fluency_context, prompts[start:end])
+                nll = _response_nll(subject, read, responses[start:end])
             scores.append(torch.sigmoid(gap))
             nlls.append(nll)
     return torch.cat(scores).cpu(), torch.cat(nlls).cpu()
+
+
+def _read_after(
+    subject: Subject, context: str, prompts: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """Each prompt re-encoded as text after `context` ("<context> <prompt>"), as the suites'
+    fluency judgement reads it (the join changes the prompt's first token, hence the text)."""
+    texts = [subject.tokenizer.decode(p, skip_special_tokens=True) for p in prompts]
+    return [subject.encode(f"{context} {t}") for t in texts]
+
+
+def _response_nll(
+    subject: Subject, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Mean per-token NLL of each response given its prompt, (batch,); nan for an empty one."""
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    ids, mask, position_ids = _left_pad(subject, rows)
+    keep = min(max(len(r) for r in responses) + 1, ids.shape[1])
+    logits = subject.model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
+    ).logits.float()  # (batch, keep, vocab)
+    return _mean_nll(logits, responses, keep, after=0)
 
 
 def suffix_scores(
@@ -237,17 +265,25 @@ def _judged(
         input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
     ).logits.float()  # (batch, keep, vocab)
     gap = logits[:, -1, suffix.target] - logits[:, -1, suffix.contrast]
-    nll = torch.full((len(rows),), float("nan"), device=logits.device)
+    return gap, _mean_nll(logits, responses, keep, after=n_question)
+
+
+def _mean_nll(
+    logits: torch.Tensor, responses: Sequence[Sequence[int]], keep: int, after: int
+) -> torch.Tensor:
+    """Mean NLL of each response from the last `keep` positions' logits (batch, keep, vocab) of
+    rows that end with the response and then `after` more tokens; nan for an empty response."""
+    nll = torch.full((len(responses),), float("nan"), device=logits.device)
     for i, response in enumerate(responses):
         if not response:
             continue
-        # Response token j sits n_question + len - j positions before the end of the row;
-        # the logits that predict it one position earlier.
-        first = keep - n_question - len(response) - 1
+        # Response token j sits after + len - j positions before the end of the row; the
+        # logits that predict it one position earlier.
+        first = keep - after - len(response) - 1
         predicted = logits[i, first : first + len(response)].log_softmax(-1)  # (len, vocab)
         tokens = torch.tensor(list(response), device=logits.device)
         nll[i] = -predicted.gather(1, tokens[:, None]).mean()
-    return gap, nll
+    return nll
 
 
 def suffix_gradients(

@@ -259,14 +259,29 @@ class FactInjection(Task):
             concept_pair=(new, true),
             instructions=instructions,
             demonstrations=demos[:4],
-            suffix=SuffixQuestion(
-                f"\nQuestion: Does the above text say that {clause(ex)}? Answer:",
-                " Yes",
-                " No",
-            ),
+            suffix=self.suffix(ex),
             prompts=(ex.prompt,),
             memory=statement,
         )
+
+    def suffix(self, ex: FactExample) -> SuffixQuestion:
+        """SelfControl's question about a response: does the text say the new fact?
+
+        A capable model is asked outright ("Does the above text say that ...? Yes / No"). The
+        testbed model cannot judge that (``claim_judgement_accuracy`` at chance in ``steerbench
+        testbed check``) but restates what it has just read, which its corpus teaches: after
+        the response comes the rewrite prompt again, and the judgement is its preference for
+        the new object over the true one. Measured on the 48 select and test cases: the
+        judgement is higher after the new fact than after the true one in every case, and it
+        picks the object the text stated in 84 % of the texts.
+        """
+        # Fluency is judged after the new fact, as for the suite's generations (`requests`).
+        context = self.statement(ex)
+        if self.testbed:
+            new, true = f" {ex.target_new}", f" {ex.target_true}"
+            return SuffixQuestion(f" {ex.prompt}", new, true, fluency_context=context)
+        question = f"\nQuestion: Does the above text say that {clause(ex)}? Answer:"
+        return SuffixQuestion(question, " Yes", " No", fluency_context=context)
 
     # ------------------------------------------------------------------ requests and scores
     def _probe_prompts(self, ex: FactExample) -> list[str]:

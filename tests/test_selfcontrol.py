@@ -160,6 +160,30 @@ def test_judge_reads_the_responses_nll_from_the_same_pass(subject):
         assert math.isclose(float(nll[i]), float(-picked.mean()), rel_tol=1e-4)
 
 
+def test_judge_reads_the_fluency_context_before_the_prompt(subject):
+    """With a fluency context the NLL is the response's given "<context> <prompt>" (the text
+    re-encoded, as the suites' evaluator reads it); the suffix score does not see the context."""
+    hooks = DeltaHooks([])
+    plain = Suffix.build(subject, QUESTION)
+    context = "the food was wonderful ."
+    read = Suffix.build(subject, replace(QUESTION, fluency_context=context))
+    assert read.swapped().fluency_context == context
+    prompts = ids(subject, PROMPTS)
+    responses = [subject.tokenizer(" wonderful .")["input_ids"], [], [5, 6, 7]]
+    scores, nll = judge(subject, hooks, prompts, responses, read, batch_size=2)
+    plain_scores, plain_nll = judge(subject, hooks, prompts, responses, plain, batch_size=2)
+    torch.testing.assert_close(scores, plain_scores)
+    assert math.isnan(float(nll[1]))
+    for i in (0, 2):
+        row = subject.encode(f"{context} {PROMPTS[i]}") + list(responses[i])
+        with torch.no_grad():
+            logits = subject.model(torch.tensor([row])).logits[0].log_softmax(-1)
+        n = len(responses[i])
+        picked = logits[-n - 1 : -1].gather(1, torch.tensor(responses[i])[:, None])
+        assert math.isclose(float(nll[i]), float(-picked.mean()), rel_tol=1e-4)
+        assert not math.isclose(float(nll[i]), float(plain_nll[i]), rel_tol=1e-3)
+
+
 # ---------------------------------------------------------------------------- coupled sampling
 def _draws(logits, uniforms, temperature=1.0, top_p=1.0):
     """Tokens CoupledSampling picks for `logits` (vocab,) at each of `uniforms` (n,)."""

@@ -6,8 +6,9 @@ import json
 import math
 
 from bench.subject import ContinuationScore
+from bench.target import SuffixQuestion
 from bench.task import Generate, Loglikelihood
-from tasks.fact import FactInjection, FactParams, parse_counterfact
+from tasks.fact import FactInjection, FactParams, clause, parse_counterfact
 from tasks.records import counterfact_records
 from tests.test_tasks_common import run_suite
 
@@ -45,7 +46,11 @@ def test_one_target_per_case_fitted_on_the_rewrite_prompt_only():
     assert ta.demonstrations
     assert all(any(f.target_new in d for f in splits.fit) for d in ta.demonstrations)
     assert not any(a.statement in d for d in ta.demonstrations)
-    assert ta.suffix.target_answer == " Yes"
+    # A capable model is asked about the claim outright; its fluency is judged after the fact.
+    assert ta.suffix == SuffixQuestion(
+        f"\nQuestion: Does the above text say that {clause(a)}? Answer:", " Yes", " No",
+        fluency_context=a.statement,
+    )  # fmt: skip
 
 
 def test_requests_cover_every_probe_and_generation_prompt():
@@ -82,9 +87,14 @@ def test_testbed_cases_use_the_update_format():
     assert target.memory.startswith("Update: ") and target.memory.endswith(f"{case.target_new}.")
     assert target.instructions == (target.memory,)
     assert len(splits.test) == 32 and len({e.id for e in splits.test}) == 32
-    # The claim question in the corpus's form: "... say that the capital of X is Y? Answer:".
-    claim = target.memory.removeprefix("Update: ").removesuffix(".")
-    assert target.suffix.question == f"\nQuestion: Does the above text say that {claim}? Answer:"
+    # The testbed model cannot judge claims; it restates what it has read: the suffix is the
+    # rewrite prompt again, the new object against the true one, fluency judged after the fact.
+    assert target.suffix == SuffixQuestion(
+        f" {case.prompt}", f" {case.target_new}", f" {case.target_true}",
+        fluency_context=target.memory,
+    )  # fmt: skip
+    claim = clause(case)  # the clause that follows "Update:" and "... say that"
+    assert target.memory == f"Update: {claim}."
     assert claim[0].islower() or claim.startswith(case.subject)
 
 

@@ -1,0 +1,45 @@
+"""SelfControl on the built-in testbed's fact-injection suite: its judge and its effect.
+
+Slow: needs the trained testbed (see tests/test_memory_testbed.py). The testbed model answers the
+claim question ("Does the above text say that ...?") at chance, so on the testbed the suite asks
+it to restate the fact after the text (`FactInjection.suffix`). The thresholds sit inside what
+was measured on the seed-0 testbed (generator v2; 16 select + 32 test cases; issue 8 notes):
+the judgement is higher after the new fact than after the true one in all 48 cases; at
+strength 1 SelfControl (with its fluency guard, reading the new fact first) moves efficacy
+0 -> 0.083, paraphrase 0.146 -> 0.552, neighbourhood 1.0 -> 0.878 and efficacy magnitude
+-0.694 -> -0.499 over select and test (on the 16 select cases alone efficacy stays 0, so the
+runner's CounterFact score, a harmonic mean, does not move there).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods.selfcontrol import SelfControl
+from methods.selfcontrol_engine import Suffix, suffix_logit_gap
+from tasks.fact import FactInjection
+from tests.test_memory_testbed import fact_scores
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_fact_judgement_follows_what_the_text_says(testbed):
+    task = FactInjection()
+    splits = task.load()
+    for ex in (*splits.select, *splits.test):
+        suffix = Suffix.build(testbed, task.target(ex, splits).suffix)
+        prompt = testbed.encode(ex.prompt)
+        objects = (ex.target_new, ex.target_true)
+        stated = [testbed.tokenizer(f" {obj}.")["input_ids"] for obj in objects]
+        with torch.no_grad():
+            gaps = suffix_logit_gap(testbed, [prompt, prompt], stated, suffix)
+        assert float(gaps[0]) > float(gaps[1]), ex.id
+
+
+def test_selfcontrol_moves_the_fact_belief(testbed):
+    base = fact_scores(testbed, SelfControl(), 0.0)
+    efficacy, paraphrase, neighbourhood, magnitude = fact_scores(testbed, SelfControl(), 1.0)
+    assert efficacy > base[0] + 0.04 and paraphrase > base[1] + 0.2
+    assert magnitude > base[3] + 0.1
+    assert neighbourhood > base[2] - 0.2
