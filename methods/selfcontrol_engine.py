@@ -228,12 +228,24 @@ def _response_nll(
 ) -> torch.Tensor:
     """Mean per-token NLL of each response given its prompt, (batch,); nan for an empty one."""
     rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    logits = _tail_logits(subject, rows, responses, after=0)
+    return _mean_nll(logits, responses, after=0)
+
+
+def _tail_logits(
+    subject: Subject,
+    rows: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    after: int,
+) -> torch.Tensor:
+    """Logits (batch, keep, vocab) of the last keep = longest response + `after` + 1 positions
+    of the left-padded rows, which end with a response and `after` more tokens: enough to
+    score every response and what follows it."""
     ids, mask, position_ids = _left_pad(subject, rows)
-    keep = min(max(len(r) for r in responses) + 1, ids.shape[1])
-    logits = subject.model(
+    keep = min(max(len(r) for r in responses) + after + 1, ids.shape[1])
+    return subject.model(
         input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
-    ).logits.float()  # (batch, keep, vocab)
-    return _mean_nll(logits, responses, keep, after=0)
+    ).logits.float()
 
 
 def suffix_scores(
@@ -257,22 +269,15 @@ def _judged(
     """(logit gap, mean response NLL) of one batch, each (batch,)."""
     n_question = len(suffix.question)
     rows = [list(p) + list(r) + list(suffix.question) for p, r in zip(prompts, responses)]
-    ids, mask, position_ids = _left_pad(subject, rows)
-    # Logits of the response tokens and the answer: the last (longest response + question + 1)
-    # positions of the left-padded rows.
-    keep = min(max(len(r) for r in responses) + n_question + 1, ids.shape[1])
-    logits = subject.model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
-    ).logits.float()  # (batch, keep, vocab)
+    logits = _tail_logits(subject, rows, responses, after=n_question)  # (batch, keep, vocab)
     gap = logits[:, -1, suffix.target] - logits[:, -1, suffix.contrast]
-    return gap, _mean_nll(logits, responses, keep, after=n_question)
+    return gap, _mean_nll(logits, responses, after=n_question)
 
 
-def _mean_nll(
-    logits: torch.Tensor, responses: Sequence[Sequence[int]], keep: int, after: int
-) -> torch.Tensor:
-    """Mean NLL of each response from the last `keep` positions' logits (batch, keep, vocab) of
-    rows that end with the response and then `after` more tokens; nan for an empty response."""
+def _mean_nll(logits: torch.Tensor, responses: Sequence[Sequence[int]], after: int) -> torch.Tensor:
+    """Mean NLL of each response from the last positions' logits (batch, keep, vocab) of rows
+    that end with the response and then `after` more tokens; nan for an empty response."""
+    keep = logits.shape[1]
     nll = torch.full((len(responses),), float("nan"), device=logits.device)
     for i, response in enumerate(responses):
         if not response:
