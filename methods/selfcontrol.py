@@ -54,7 +54,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from bench.errors import UserError
@@ -108,10 +108,7 @@ DEFAULT_SAMPLING = (1.0, 0.9)
 
 
 def suffix_of(state: State) -> SuffixQuestion:
-    m = state.meta
-    return SuffixQuestion(
-        m["question"], m["target_answer"], m["contrast_answer"], m.get("fluency_context", "")
-    )
+    return SuffixQuestion(**state.meta)
 
 
 class Controller:
@@ -293,15 +290,7 @@ class SelfControl(Method):
         if target.suffix is None:
             raise UserError(f"selfcontrol needs a suffix question; target '{target.name}' has none")
         Suffix.build(subject, target.suffix)
-        q = target.suffix
-        return State(
-            meta={
-                "question": q.question,
-                "target_answer": q.target_answer,
-                "contrast_answer": q.contrast_answer,
-                "fluency_context": q.fluency_context,
-            }
-        )
+        return State(meta=asdict(target.suffix))
 
     def controller(self, subject: Subject, state: State, strength: float) -> Controller:
         return Controller(subject, self.params, suffix_of(state), strength)
