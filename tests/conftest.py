@@ -41,8 +41,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("STEERBENCH_CACHE", _cache_root(tmp_path_factory))
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--testbed-seed",
+        type=int,
+        default=0,
+        help="which testbed the slow tests steer (its build seed; default 0). The steering "
+        "claims are meant to hold on any faithful build: try 1 and 2 as well.",
+    )
+
+
 @pytest.fixture(scope="session")
-def testbed(tmp_path_factory):
+def testbed_seed(request) -> int:
+    return request.config.getoption("--testbed-seed")
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory, testbed_seed):
     """The trained testbed (slow tests only), built once per session into the test cache.
 
     Session-scoped, so it runs before the function-scoped cache isolation: name the cache here.
@@ -50,6 +65,5 @@ def testbed(tmp_path_factory):
     from bench.subject import Subject
     from tasks.testbed import ensure_testbed
 
-    return Subject.load(
-        ensure_testbed(seed=0, cache_dir=_cache_root(tmp_path_factory), progress=False)
-    )
+    cache_dir = _cache_root(tmp_path_factory)
+    return Subject.load(ensure_testbed(seed=testbed_seed, cache_dir=cache_dir, progress=False))

@@ -15,6 +15,7 @@ at 2 (with its fluency guard) 0.88 -> 0.79 on select, 0.90 -> 0.84 on test (one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,18 +36,29 @@ def make_task(name: str, **params) -> Task:
     return cls(parse(cls.Params, params, name))
 
 
-def measure(subject: Subject, task: Task, steer: Callable) -> tuple[float, float]:
-    """(primary metric, mean continuation perplexity under the unsteered model).
+@dataclass(frozen=True)
+class Measured:
+    scores: tuple[float, ...]  # primary metric per example (select + test), mean over seeds
+    perplexity: float  # mean continuation perplexity under the unsteered model
 
-    Over the select and test prompts and two seeds, so that a small model's sampling noise
-    (a few points of rate) stays well below the effects asserted.
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / len(self.scores)
+
+
+def measure(subject: Subject, task: Task, steer: Callable) -> Measured:
+    """The primary metric per example and the mean continuation perplexity.
+
+    Over the select and test prompts and two sampling seeds, so that a small model's sampling
+    noise (a few points of rate) stays well below the effects asserted.
     """
     splits = task.load()
     examples = (*splits.select, *splits.test)
     target = task.target(examples[0], splits)
     requests = [task.requests(e)[0] for e in examples]
-    scores, ppls = [], []
-    for seed in (0, 1):
+    seeds = (0, 1)
+    scores, ppls = [0.0] * len(examples), []
+    for seed in seeds:
         settings = GenerationSettings(
             max_new_tokens=requests[0].max_new_tokens or 20,
             num_samples=requests[0].num_samples,
@@ -54,20 +66,30 @@ def measure(subject: Subject, task: Task, steer: Callable) -> tuple[float, float
         )
         with steer(target):
             outputs = subject.generate([r.prompt for r in requests], settings)
-        scores += [
-            task.score(e, [tuple(o)]).scores[task.primary_metric] for e, o in zip(examples, outputs)
-        ]
+        for i, (e, o) in enumerate(zip(examples, outputs)):
+            scores[i] += task.score(e, [tuple(o)]).scores[task.primary_metric] / len(seeds)
         contexts = [r.prompt for r, o in zip(requests, outputs) for _ in o]
         fluency = subject.logprobs(contexts, [x for o in outputs for x in o], transform=False)
         ppls += [min(perplexity(s), 1e4) for s in fluency if s.n_tokens]
-    return sum(scores) / len(scores), sum(ppls) / len(ppls)
+    return Measured(tuple(scores), sum(ppls) / len(ppls))
+
+
+def paired_gain(base: Measured, steered: Measured, higher_is_better: bool) -> tuple[float, float]:
+    """Mean per-example improvement (in the metric's better direction) and its standard error
+    (examples are the unit: both sides saw the same prompts and sampling seeds)."""
+    sign = 1.0 if higher_is_better else -1.0
+    diffs = [sign * (b - a) for a, b in zip(base.scores, steered.scores)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    return mean, math.sqrt(var / n)
 
 
 def steering(subject: Subject, method: Method, strength: float) -> Callable:
     return lambda target: method.steer(subject, method.fit(subject, target), strength)
 
 
-def unsteered(subject: Subject, task: Task) -> tuple[float, float]:
+def unsteered(subject: Subject, task: Task) -> Measured:
     from contextlib import nullcontext
 
     return measure(subject, task, lambda target: nullcontext())
@@ -85,6 +107,8 @@ class Case:
         extra = "".join(f"-{v}" for _, v in self.suite_params)
         return f"{self.method}@{self.strength:g}-{self.suite}{extra}"
 
+
+NOISE_SE = 2.0  # an effect must exceed this many standard errors of the paired difference
 
 CASES = [
     Case("caa", "toxicity", 0.25, 0.05),
@@ -106,10 +130,12 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_method_steers_the_suite_within_the_fluency_budget(testbed, case):
     task = make_task(case.suite, **dict(case.suite_params))
-    base, base_ppl = unsteered(testbed, task)
+    base = unsteered(testbed, task)
     method = METHODS.get(case.method)()
-    value, ppl = measure(testbed, task, steering(testbed, method, case.strength))
+    steered = measure(testbed, task, steering(testbed, method, case.strength))
     better = task.metric(task.primary_metric).higher_is_better
-    gain = value - base if better else base - value
-    assert gain > case.margin, (base, value)
-    assert ppl < 1.5 * base_ppl, (base_ppl, ppl)  # the runner's default fluency budget
+    gain, se = paired_gain(base, steered, better)
+    detail = f"{base.mean:.3f} -> {steered.mean:.3f}: gain {gain:+.3f} +- {se:.3f} (se)"
+    # The right direction by the claimed margin, and beyond the sampling noise of the measure.
+    assert gain > max(case.margin, NOISE_SE * se), detail
+    assert steered.perplexity < 1.5 * base.perplexity, (base.perplexity, steered.perplexity)

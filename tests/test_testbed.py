@@ -3,10 +3,12 @@ record schemas, and a tiny end-to-end build (the full model is never trained her
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
 import pytest
+import torch
 
 from tasks.testbed import formats, truth
 from tasks.testbed import records as testbed_data
@@ -506,12 +508,19 @@ TINY = dict(
 )  # fmt: skip
 
 
+def tiny_recipe():
+    from tasks.testbed.build import DEFAULT_RECIPE
+
+    return dataclasses.replace(DEFAULT_RECIPE, **TINY)
+
+
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
     from tasks.testbed.build import build_testbed, testbed_dir
 
     root = tmp_path_factory.mktemp("cache")
-    info = build_testbed(testbed_dir(0, root), seed=0, progress=False, **TINY)
+    recipe = tiny_recipe()
+    info = build_testbed(testbed_dir(0, root, recipe), 0, recipe, progress=False)
     return root, info
 
 
@@ -529,6 +538,8 @@ def test_tiny_build_loads_through_from_pretrained(tiny_build):
     saved = json.loads((info.path / "testbed.json").read_text())
     assert saved["weights_sha256"] == info.weights_sha256
     assert saved["recipe"]["steps"] == 3 and saved["timings"]["total_s"] > 0
+    assert saved["recipe"]["precision"] == "float32"
+    assert saved["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert not [p for p in info.path.parent.iterdir() if ".tmp-" in p.name]
 
 
@@ -549,6 +560,7 @@ def test_multithreaded_build_runs_in_a_child_with_identical_results(tmp_path, mo
     from tasks.testbed.build import build_testbed
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     child = build_testbed(tmp_path / "child", seed=0, progress=False, **(TINY | {"threads": 2}))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # in-process now
     here = build_testbed(tmp_path / "here", seed=0, progress=False, **(TINY | {"threads": 2}))
@@ -565,10 +577,26 @@ def test_ensure_testbed_uses_the_cache(tiny_build, monkeypatch):
         raise AssertionError("must not rebuild a cached testbed")
 
     monkeypatch.setattr(build, "build_testbed", no_build)
-    assert build.ensure_testbed(0, root, progress=False) == info.path
+    recipe = tiny_recipe()
+    assert build.ensure_testbed(0, root, progress=False, recipe=recipe) == info.path
     monkeypatch.setenv("STEERBENCH_CACHE", str(root))
-    assert build.ensure_testbed(0, progress=False) == info.path
-    assert info.path == root / "testbed" / f"v{build.GENERATOR_VERSION}-seed0"
+    assert build.ensure_testbed(0, progress=False, recipe=recipe) == info.path
+    name = f"v{build.GENERATOR_VERSION}-seed0-r{recipe.fingerprint()}"
+    assert info.path == root / "testbed" / name
+
+
+def test_the_recipe_is_part_of_the_testbed_identity(monkeypatch):
+    from tasks.testbed.build import DEFAULT_RECIPE, THREADS_ENV, testbed_dir
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    default = testbed_dir(0, "/c")
+    assert default == testbed_dir(0, "/c", DEFAULT_RECIPE)
+    assert testbed_dir(0, "/c", tiny_recipe()) != default
+    assert testbed_dir(1, "/c") != default
+    monkeypatch.setenv(THREADS_ENV, "1")  # another thread count trains other weights
+    assert testbed_dir(0, "/c") != default
+    with pytest.raises(ValueError, match="float32"):
+        dataclasses.replace(DEFAULT_RECIPE, precision="bfloat16")
 
 
 def test_ensure_testbed_builds_once_when_missing(tmp_path, monkeypatch):
@@ -576,7 +604,7 @@ def test_ensure_testbed_builds_once_when_missing(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_build(out_dir, seed, progress=True):
+    def fake_build(out_dir, seed, recipe=None, progress=True):
         calls.append(seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / build.INFO_FILE).write_text("{}")
@@ -584,7 +612,7 @@ def test_ensure_testbed_builds_once_when_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "build_testbed", fake_build)
     first = build.ensure_testbed(7, tmp_path, progress=False)
     assert build.ensure_testbed(7, tmp_path, progress=False) == first
-    assert calls == [7] and first.name.endswith("-seed7")
+    assert calls == [7] and "-seed7-r" in first.name
     assert build.ensure_testbed(7, tmp_path, progress=False, force=True) == first
     assert calls == [7, 7]
 
@@ -594,7 +622,7 @@ def test_vital_signs_table_and_check_command(tiny_build, capsys):
     from tasks.testbed.commands import check_command
 
     root, _ = tiny_build
-    assert check_command(0, root, n=4) in (0, 1)
+    assert check_command(0, root, n=4, recipe=tiny_recipe()) in (0, 1)
     out = capsys.readouterr().out
     for name in TARGETS:
         assert name in out
@@ -611,9 +639,10 @@ def test_build_command_reports_a_cached_build(tiny_build, capsys):
     from tasks.testbed.commands import build_command
 
     root, info = tiny_build
-    assert build_command(0, root, force=False) == 0
+    assert build_command(0, root, force=False, recipe=tiny_recipe()) == 0
     out = capsys.readouterr().out
     assert "already built" in out and info.weights_sha256 in out
+    assert "float32" in out and torch.backends.cpu.get_cpu_capability() in out
 
 
 def test_threads_can_be_set_from_the_environment(monkeypatch):

@@ -2,15 +2,19 @@
 
 ``ensure_testbed()`` returns a directory that ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load, building it on first use. The directory is
-``<cache root>/testbed/v{GENERATOR_VERSION}-seed{seed}``; the cache root is the ``cache_dir``
+``<cache root>/testbed/v{GENERATOR_VERSION}-seed{seed}-r{recipe fingerprint}``: a build of another
+recipe (another thread count, say) is another testbed with its own directory. The cache root is the ``cache_dir``
 argument, else ``$STEERBENCH_CACHE``, else ``~/.cache/steerbench``. A build is written into a
 temporary sibling directory and renamed into place, under a file lock, so an interrupted or
 concurrent build never leaves (or reads) a half-written model. ``testbed.json`` beside the
-weights records the recipe, timings and SHA-256 hashes of corpus, tokenizer and weights.
+weights records the recipe, the build environment (torch version, CPU kernels), timings and
+SHA-256 hashes of corpus, tokenizer and weights.
 
-A multi-threaded build trains in a child process with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP's
-default busy-waiting makes two threads several times slower than one on a machine shared with
-other jobs, while the results are bit-identical either way.
+A multi-threaded build trains in a child process whose OpenMP threads spin only briefly before
+they sleep (``GOMP_SPINCOUNT``): unbounded busy-waiting makes two threads several times slower
+than one on a machine shared with other jobs, and sleeping at once (``OMP_WAIT_POLICY=PASSIVE``)
+costs about a third of the speed on an idle one. The results are bit-identical either way; a
+user who sets either variable gets an in-process build with their setting.
 """
 
 from __future__ import annotations
@@ -29,11 +33,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .train import Recipe, encode, train_model, train_tokenizer, weights_hash
+from .train import (
+    Recipe,
+    build_environment,
+    encode,
+    train_model,
+    train_tokenizer,
+    weights_hash,
+)
 from .world import GENERATOR_VERSION, corpus_hash, generate_corpus
 
 INFO_FILE = "testbed.json"
 _CHILD_ENV = "STEERBENCH_TESTBED_CHILD"  # set in the child process that does the build
+# The child's OpenMP waiting: spin about a tenth of a millisecond, then sleep (see module doc).
+_OPENMP_WAIT = {"GOMP_SPINCOUNT": "200000"}
 
 DEFAULT_RECIPE = Recipe()
 # Intra-op threads of a default build. 2 is fastest on an idle 2-core machine; on a machine
@@ -64,6 +77,7 @@ class BuildInfo:
     n_tokens: int
     final_loss: float
     timings: dict[str, float]
+    environment: dict[str, str]  # torch version and CPU kernels the weights were trained with
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -88,8 +102,13 @@ def cache_root(cache_dir: Path | str | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "steerbench"
 
 
-def testbed_dir(seed: int = 0, cache_dir: Path | str | None = None) -> Path:
-    return cache_root(cache_dir) / "testbed" / f"v{GENERATOR_VERSION}-seed{seed}"
+def testbed_dir(
+    seed: int = 0, cache_dir: Path | str | None = None, recipe: Recipe | None = None
+) -> Path:
+    """Where the testbed of ``seed`` and ``recipe`` (default: ``default_recipe()``) lives."""
+    recipe = recipe or default_recipe()
+    name = f"v{GENERATOR_VERSION}-seed{seed}-r{recipe.fingerprint()}"
+    return cache_root(cache_dir) / "testbed" / name
 
 
 def read_info(model_dir: Path | str) -> dict | None:
@@ -101,11 +120,16 @@ def read_info(model_dir: Path | str) -> dict | None:
 
 
 def ensure_testbed(
-    seed: int = 0, cache_dir: Path | str | None = None, progress: bool = True, force: bool = False
+    seed: int = 0,
+    cache_dir: Path | str | None = None,
+    progress: bool = True,
+    force: bool = False,
+    recipe: Recipe | None = None,
 ) -> Path:
-    """The testbed model directory for ``seed``, built (a few CPU minutes) if not cached, or
-    rebuilt with ``force``."""
-    target = testbed_dir(seed, cache_dir)
+    """The testbed model directory for ``seed`` and ``recipe`` (default: ``default_recipe()``),
+    built (a few CPU minutes) if not cached, or rebuilt with ``force``."""
+    recipe = recipe or default_recipe()
+    target = testbed_dir(seed, cache_dir, recipe)
     if read_info(target) is not None and not force:
         return target
     with _lock(target.with_name(target.name + ".lock")):
@@ -113,7 +137,7 @@ def ensure_testbed(
             if progress:
                 print(f"steerbench: building the testbed model (first use, a few minutes on "
                       f"2 CPU cores) into {target}", file=sys.stderr, flush=True)  # fmt: skip
-            build_testbed(target, seed, progress=progress)
+            build_testbed(target, seed, recipe, progress=progress)
     return target
 
 
@@ -150,7 +174,8 @@ def build_testbed(
     recipe = dataclasses.replace(recipe or default_recipe(), **overrides)  # type: ignore[arg-type]
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if recipe.threads > 1 and "OMP_WAIT_POLICY" not in os.environ and _CHILD_ENV not in os.environ:
+    user_set = any(name in os.environ for name in ("OMP_WAIT_POLICY", *_OPENMP_WAIT, _CHILD_ENV))
+    if recipe.threads > 1 and not user_set:
         return _build_in_child(out_dir, seed, recipe, progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -188,6 +213,7 @@ def build_testbed(
             n_tokens=int(ids.numel()),
             final_loss=loss,
             timings={k: round(v, 2) for k, v in timings.items()},
+            environment=build_environment(),
         )
         (tmp / INFO_FILE).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _replace_dir(tmp, out_dir)
@@ -197,9 +223,9 @@ def build_testbed(
 
 
 def _build_in_child(out_dir: Path, seed: int, recipe: Recipe, progress: bool) -> BuildInfo:
-    """Run ``build_testbed`` in a child Python with passive OpenMP waiting (see module doc)."""
+    """Run ``build_testbed`` in a child Python with brief OpenMP spinning (see module doc)."""
     package_root = Path(__file__).resolve().parents[2]  # the directory holding ``tasks``
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", **{_CHILD_ENV: "1"})
+    env = dict(os.environ, **_OPENMP_WAIT, **{_CHILD_ENV: "1"})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), env.get("PYTHONPATH")]))
     args = json.dumps([str(out_dir), seed, dataclasses.asdict(recipe), progress])
     code = "import sys; from tasks.testbed.build import _child_main; _child_main(sys.argv[1])"
