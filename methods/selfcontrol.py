@@ -41,10 +41,11 @@ Adapter choices (where the paper leaves the harness to decide):
   context, through the subject's log-likelihood override (`Subject.override_logprobs`),
   removed with everything else when the steer context exits.
 
-Cost knobs: `iterations`, `search_steps`, `branches` (defaults 2, 2, 4: about
+Cost knobs: `iterations`, `search_steps`, `branches` (defaults 1, 2, 4: about
 1 + iterations x search_steps generations of branches x prompts rows per batch, plus the final
-sampling). Turn them up for paper-like runs: iterations 3, search_steps 3, branches 3 (the
-paper: 1-3 iterations, 3 search steps, factor 2). Memory: the deltas are (layers, batch,
+sampling). One iteration (the paper's lower bound) keeps the default run within a coffee break;
+`iterations = 2` is the fuller search (about 1.6x the cost), and paper-like runs use iterations
+3, search_steps 3, branches 3 (the paper: 1-3 iterations, 3 search steps, factor 2). Memory: the deltas are (layers, batch,
 prompt length, d_model) floats per batch; on large models lower the generation batch size.
 """
 
@@ -69,7 +70,7 @@ from methods.selfcontrol_search import Optimised, SearchConfig, optimise
 
 @dataclass(frozen=True)
 class SelfControlParams:
-    iterations: int = 2  # gradient steps per prompt at most (paper: 1-3)
+    iterations: int = 1  # gradient steps per prompt at most (paper: 1-3); 2+: a fuller search
     # First candidate step, multiplied by the strength. "relative": the fraction of the prompt's
     # hidden-state norm by which all steered layers together move it (each layer 1/K of it) -
     # the same knob on any model and depth; "absolute": the paper's raw step on the clipped

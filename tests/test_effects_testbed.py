@@ -1,34 +1,47 @@
 """Every method really steers the built-in testbed model, within the fluency budget.
 
 Slow: needs the trained testbed (built once per test session into the session's cache, or
-reused from $STEERBENCH_TEST_CACHE) and samples a few hundred continuations per case. One
-data-driven case per (method, suite, strength): the primary metric must move the right way by
-at least the margin, and perplexity must stay within the runner's default budget (x1.5).
+reused from $STEERBENCH_TEST_CACHE). One data-driven case per (method, suite), run through the
+harness's own path (`Runner`): the method's strengths are swept on `select` with two sampling
+seeds, the operating point is chosen there under the default fluency budget (x1.5 perplexity),
+and the claim is checked on `test`, paired by example against the unsteered model:
 
-The margins sit inside the effects measured with this very measurement (select and test
-prompts, two seeds; seed-0 testbed, generator v2; issue 5 / 8 / 9 notes): positive rate
-0.41 -> 0.77 at CAA strength 1, 0.61 at ActAdd 2 (perplexity x1.03), 0.69 at memory_xattn 2;
-toxicity 0.88 -> 0.78 at CAA / PCA 0.25, 0.81 at ActAdd 2, 0.74 at memory_xattn 4, 0.85 at the
-prefix controller 1 (its effect is the smallest: margin 0.02 against 0.033 measured); SelfControl
-at 2 (with its fluency guard) 0.88 -> 0.79 on select, 0.90 -> 0.84 on test (one seed).
+- the primary metric moves the right way by more than the case's margin and by more than
+  `NOISE_SE` standard errors of the paired difference (a paired bootstrap over the 32 test
+  examples, each the mean of two sampling seeds; derived metrics such as the CounterFact score
+  are computed whole on each resample);
+- the test perplexity stays within the budget.
+
+Claims are about methods, not about one build: they must hold on testbeds of seeds 0, 1 and 2
+(`pytest -m slow --testbed-seed N`, or `tox -e slow -- --testbed-seed N`) and on CPUs with and
+without AVX512. A fixed strength is not portable across builds (a vector that moves one build by
++0.2 sends another over the fluency budget), so the cases fix the sweep, not the strength.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import random
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from bench.fluency import perplexity
-from bench.method import Method
+from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.params import parse
-from bench.registry import METHODS, TASKS
-from bench.subject import GenerationSettings, Subject
+from bench.registry import TASKS
+from bench.results import RunDir
+from bench.runner import Runner
+from bench.subject import Subject
 from bench.task import Task
 
 pytestmark = pytest.mark.slow
+
+SEEDS = (0, 1)  # sampling seeds: each example's score is the mean over both
+NOISE_SE = 2.0  # an effect must exceed this many standard errors of the paired difference
+BOOTSTRAP = 1000  # paired resamples of the test examples for that standard error
+BUDGET = Experiment().selection.fluency_budget
 
 
 def make_task(name: str, **params) -> Task:
@@ -37,105 +50,115 @@ def make_task(name: str, **params) -> Task:
 
 
 @dataclass(frozen=True)
-class Measured:
-    scores: tuple[float, ...]  # primary metric per example (select + test), mean over seeds
-    perplexity: float  # mean continuation perplexity under the unsteered model
-
-    @property
-    def mean(self) -> float:
-        return sum(self.scores) / len(self.scores)
-
-
-def measure(subject: Subject, task: Task, steer: Callable) -> Measured:
-    """The primary metric per example and the mean continuation perplexity.
-
-    Over the select and test prompts and two sampling seeds, so that a small model's sampling
-    noise (a few points of rate) stays well below the effects asserted.
-    """
-    splits = task.load()
-    examples = (*splits.select, *splits.test)
-    target = task.target(examples[0], splits)
-    requests = [task.requests(e)[0] for e in examples]
-    seeds = (0, 1)
-    scores, ppls = [0.0] * len(examples), []
-    for seed in seeds:
-        settings = GenerationSettings(
-            max_new_tokens=requests[0].max_new_tokens or 20,
-            num_samples=requests[0].num_samples,
-            seed=seed,
-        )
-        with steer(target):
-            outputs = subject.generate([r.prompt for r in requests], settings)
-        for i, (e, o) in enumerate(zip(examples, outputs)):
-            scores[i] += task.score(e, [tuple(o)]).scores[task.primary_metric] / len(seeds)
-        contexts = [r.prompt for r, o in zip(requests, outputs) for _ in o]
-        fluency = subject.logprobs(contexts, [x for o in outputs for x in o], transform=False)
-        ppls += [min(perplexity(s), 1e4) for s in fluency if s.n_tokens]
-    return Measured(tuple(scores), sum(ppls) / len(ppls))
-
-
-def paired_gain(base: Measured, steered: Measured, higher_is_better: bool) -> tuple[float, float]:
-    """Mean per-example improvement (in the metric's better direction) and its standard error
-    (examples are the unit: both sides saw the same prompts and sampling seeds)."""
-    sign = 1.0 if higher_is_better else -1.0
-    diffs = [sign * (b - a) for a, b in zip(base.scores, steered.scores)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
-def steering(subject: Subject, method: Method, strength: float) -> Callable:
-    return lambda target: method.steer(subject, method.fit(subject, target), strength)
-
-
-def unsteered(subject: Subject, task: Task) -> Measured:
-    from contextlib import nullcontext
-
-    return measure(subject, task, lambda target: nullcontext())
-
-
-@dataclass(frozen=True)
 class Case:
     method: str
     suite: str
-    strength: float
-    margin: float  # least improvement of the primary metric, in its better direction
+    margin: float  # least improvement of the primary metric on test, in its better direction
+    strengths: tuple[float, ...] | None = None  # the sweep; None: the method's default
     suite_params: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         extra = "".join(f"-{v}" for _, v in self.suite_params)
-        return f"{self.method}@{self.strength:g}-{self.suite}{extra}"
+        return f"{self.method}-{self.suite}{extra}"
 
 
-NOISE_SE = 2.0  # an effect must exceed this many standard errors of the paired difference
+@dataclass(frozen=True)
+class Verdict:
+    strength: float  # the operating point chosen on select
+    base: float  # unsteered test mean of the primary metric
+    value: float  # steered test mean
+    gain: float  # mean paired improvement, in the metric's better direction
+    se: float  # its standard error over examples
+    perplexity_ratio: float  # steered / unsteered mean test perplexity
+
+    def __str__(self) -> str:
+        return (
+            f"s={self.strength:g}: {self.base:.3f} -> {self.value:.3f}, gain {self.gain:+.3f} "
+            f"+- {self.se:.3f} (se), perplexity x{self.perplexity_ratio:.2f}"
+        )
+
+
+def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
+    """Run the case's sweep with the harness and judge the chosen strength on `test`."""
+    experiment = Experiment(
+        output_dir=str(run_dir),
+        seeds=SEEDS,
+        methods=(MethodSpec(case.method, strengths=case.strengths),),
+        tasks=(TaskSpec(case.suite, dict(case.suite_params)),),
+        report=False,
+    )
+    runner = Runner(experiment, subject, RunDir(run_dir), progress=False)
+    runner.run()
+    (chosen,) = runner.selection
+    strength = chosen["strength"]
+    cells = [runner.run_dir.read_cell(c) for c in runner.cell_ids]
+    test = [c for c in cells if c["split"] == "test"]
+    task = runner.tasks[0]
+    primary = task.primary_metric
+    sign = 1.0 if task.metric(primary).higher_is_better else -1.0
+
+    def per_example(at: float) -> dict[str, dict[str, float]]:
+        """Each test example's scores, averaged over the sampling seeds."""
+        seen: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for cell in (c for c in test if c["strength"] == at):
+            for record in runner.run_dir.read_records(cell["cell"]):
+                seen[record["example"]].append(record["scores"])
+        return {k: {m: sum(s[m] for s in v) / len(v) for m in v[0]} for k, v in seen.items()}
+
+    def value(rows: list[dict[str, float]]) -> float:
+        """The primary metric of a set of examples, as a cell computes it (derived metrics such
+        as the CounterFact score from the aggregates of their parts)."""
+        aggregates = {m.name: m.aggregate([r[m.name] for r in rows]) for m in task.metrics}
+        metric = task.metric(primary)
+        return aggregates[primary] if primary in aggregates else metric.compute(aggregates)
+
+    def perplexity(at: float) -> float:
+        values = [c["metrics"]["perplexity"] for c in test if c["strength"] == at]
+        return sum(values) / len(values)
+
+    base, steered = per_example(0.0), per_example(strength)
+    ids = sorted(base)
+    gain = sign * (value([steered[k] for k in ids]) - value([base[k] for k in ids]))
+    # Paired bootstrap over examples: both sides resampled with the same examples.
+    rng = random.Random(0)
+    resampled = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.choices(ids, k=len(ids))
+        resampled.append(
+            sign * (value([steered[k] for k in pick]) - value([base[k] for k in pick]))
+        )
+    mean = sum(resampled) / BOOTSTRAP
+    se = math.sqrt(sum((d - mean) ** 2 for d in resampled) / (BOOTSTRAP - 1))
+    return Verdict(
+        strength,
+        value([base[k] for k in ids]),
+        value([steered[k] for k in ids]),
+        gain,
+        se,
+        perplexity(strength) / perplexity(0.0),
+    )
+
 
 CASES = [
-    Case("caa", "toxicity", 0.25, 0.05),
-    Case("pca", "toxicity", 0.25, 0.05),
-    Case("caa", "sentiment", 1.0, 0.2),
-    Case("pca", "sentiment", 1.0, 0.2),
-    Case("actadd", "sentiment", 2.0, 0.12),
-    Case("actadd", "toxicity", 2.0, 0.04),
-    Case("caa", "sentiment", 1.0, 0.15, (("direction", "negative"),)),
-    Case("prompting", "sentiment", 3, 0.08),
-    Case("prompting", "toxicity", 1, 0.03),
-    Case("memory_xattn", "sentiment", 2.0, 0.15),
-    Case("memory_xattn", "toxicity", 4.0, 0.08),
-    Case("selfcontrol", "toxicity", 2.0, 0.04),
-    Case("prefix", "toxicity", 1.0, 0.02),
+    Case("caa", "sentiment", 0.04),
+    Case("actadd", "sentiment", 0.1),
+    Case("prompting", "sentiment", 0.04),
+    Case("memory_xattn", "sentiment", 0.04),
+    Case("caa", "sentiment", 0.04, suite_params=(("direction", "negative"),)),
+    Case("caa", "toxicity", 0.03),
+    Case("pca", "toxicity", 0.03),
+    Case("actadd", "toxicity", 0.03),
+    Case("caa", "hh_rlhf", 0.02),
+    Case("caa", "fact_injection", 0.1),
+    Case("memory_add", "fact_injection", 0.05),
+    Case("selfcontrol", "fact_injection", 0.1, strengths=(0.0, 1.0)),
+    Case("prefix", "fact_injection", 0.05, strengths=(0.0, 0.5, 1.0)),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_method_steers_the_suite_within_the_fluency_budget(testbed, case):
-    task = make_task(case.suite, **dict(case.suite_params))
-    base = unsteered(testbed, task)
-    method = METHODS.get(case.method)()
-    steered = measure(testbed, task, steering(testbed, method, case.strength))
-    better = task.metric(task.primary_metric).higher_is_better
-    gain, se = paired_gain(base, steered, better)
-    detail = f"{base.mean:.3f} -> {steered.mean:.3f}: gain {gain:+.3f} +- {se:.3f} (se)"
-    # The right direction by the claimed margin, and beyond the sampling noise of the measure.
-    assert gain > max(case.margin, NOISE_SE * se), detail
-    assert steered.perplexity < 1.5 * base.perplexity, (base.perplexity, steered.perplexity)
+def test_method_steers_the_suite_within_the_fluency_budget(testbed, case, tmp_path):
+    verdict = operating_point(testbed, case, tmp_path / "run")
+    assert verdict.strength != 0, f"no strength improved select within the budget: {verdict}"
+    assert verdict.gain > max(case.margin, NOISE_SE * verdict.se), str(verdict)
+    assert verdict.perplexity_ratio < BUDGET, str(verdict)

@@ -3,15 +3,15 @@
 Slow: needs the trained testbed (built once per test session into the session's cache, or reused
 from $STEERBENCH_TEST_CACHE) and trains the default cross-attention module (about 20 s on one
 CPU thread). Efficacy / paraphrase / neighbourhood follow `tasks.fact` (ROME's definitions), from
-log-probabilities only. The thresholds sit inside the effects measured on the seed-0 testbed
-(generator v2; 16 select + 32 test cases; issue 9 notes), unsteered efficacy 0.0, efficacy
-magnitude -0.72 (select) / -0.68 (test):
-- memory_add (aligned, layer 0): at strength 2 (within the fluency budget on select) efficacy
-  0.06 / 0.09 and magnitude -0.30 / -0.26; at strength 3 efficacy 0.19 / 0.22;
-- memory_xattn: held-out next-token loss 0.657 without the module, 0.648 with it (300 steps);
-  magnitude -0.52 at strength 4; at strength 16 efficacy 0.38 and paraphrase 0.41, far beyond
-  the fluency budget: on this 4-layer model the module moves the belief, but flipping it costs
-  fluency.
+log-probabilities only, over the 48 select and test cases. The claims are directions with margins
+that hold on testbeds of seeds 0, 1 and 2 (`--testbed-seed`); the README's testbed section has
+the figures they were checked against.
+- memory_add (aligned, layer 0) at strength 2 moves the belief in the new fact (efficacy and its
+  magnitude) at a cost to other subjects of the same relation (neighbourhood), which stays a
+  majority; at strength 3 efficacy rises further.
+- memory_xattn: the module lowers the held-out next-token loss; at strength 4 the belief moves
+  toward the new fact, and at strength 16, far beyond the fluency budget, it flips for a share of
+  the cases: on this 4-layer model the module moves the belief, but flipping it costs fluency.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def fact_scores(subject: Subject, method: Method, strength: float) -> tuple[floa
 def test_memory_add_injects_the_fact(testbed):
     base = fact_scores(testbed, MemoryAdd(), 0.0)
     efficacy, _, neighbourhood, magnitude = fact_scores(testbed, MemoryAdd(), 2.0)
-    assert efficacy > base[0] + 0.04 and magnitude > base[3] + 0.25
-    assert neighbourhood > base[2] - 0.2  # other subjects keep their true object
+    assert efficacy > base[0] + 0.08 and magnitude > base[3] + 0.25
+    assert neighbourhood > 0.6  # most other subjects keep their true object
     efficacy, _, _, _ = fact_scores(testbed, MemoryAdd(), 3.0)
-    assert efficacy > base[0] + 0.12
+    assert efficacy > base[0] + 0.15
 
 
 def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
@@ -65,6 +65,6 @@ def test_memory_xattn_learns_from_the_corpus_and_injects_the_fact(testbed):
     key = mx.module_key(testbed, method.params.train_config(testbed))
     record = mx.training_record(key)
     assert record["eval_loss_module"] < record["eval_loss_base"] - 0.005
-    assert fact_scores(testbed, method, 4.0)[3] > base[3] + 0.1
+    assert fact_scores(testbed, method, 4.0)[3] > base[3] + 0.04
     efficacy, paraphrase, _, _ = fact_scores(testbed, method, 16.0)
     assert efficacy > base[0] + 0.15 and paraphrase > base[1] + 0.1
