@@ -97,18 +97,24 @@ def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
     primary = task.primary_metric
     sign = 1.0 if task.metric(primary).higher_is_better else -1.0
 
-    def per_example(at: float) -> dict[str, dict[str, float]]:
-        """Each test example's scores, averaged over the sampling seeds."""
-        seen: dict[str, list[dict[str, float]]] = defaultdict(list)
+    def per_example(at: float) -> dict[str, dict[str, list[float]]]:
+        """Each test example's scores over the sampling seeds (a score can be missing: None)."""
+        seen: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for cell in (c for c in test if c["strength"] == at):
             for record in runner.run_dir.read_records(cell["cell"]):
-                seen[record["example"]].append(record["scores"])
-        return {k: {m: sum(s[m] for s in v) / len(v) for m in v[0]} for k, v in seen.items()}
+                for name, score in record["scores"].items():
+                    if score is not None and math.isfinite(score):
+                        seen[record["example"]][name].append(score)
+        return seen
 
-    def value(rows: list[dict[str, float]]) -> float:
-        """The primary metric of a set of examples, as a cell computes it (derived metrics such
-        as the CounterFact score from the aggregates of their parts)."""
-        aggregates = {m.name: m.aggregate([r[m.name] for r in rows]) for m in task.metrics}
+    def value(rows: list[dict[str, list[float]]]) -> float:
+        """The primary metric of a set of examples, as a cell computes it (each example weighs
+        its seeds' mean; derived metrics such as the CounterFact score are computed from the
+        aggregates of their parts)."""
+        aggregates = {
+            m.name: m.aggregate([sum(r[m.name]) / len(r[m.name]) for r in rows if r[m.name]])
+            for m in task.metrics
+        }
         metric = task.metric(primary)
         return aggregates[primary] if primary in aggregates else metric.compute(aggregates)
 
