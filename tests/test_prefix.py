@@ -259,4 +259,4 @@ def test_the_prefix_reproduces_selfcontrol_on_held_out_prompts(testbed):
     real = batch.mask.bool()[None, :, :, None]
     want, got = (taught - base) * real, (learned - base) * real
     cosine = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
-    assert cosine > 0.3, float(cosine)  # 0.46 on the testbed (1500-step build, HH)
+    assert cosine > 0.3, float(cosine)  # well above chance alignment with SelfControl
