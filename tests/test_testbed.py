@@ -645,6 +645,17 @@ def test_build_command_reports_a_cached_build(tiny_build, capsys):
     assert "float32" in out and torch.backends.cpu.get_cpu_capability() in out
 
 
+def test_the_child_build_sleeps_at_once_on_a_busy_machine(monkeypatch):
+    from tasks.testbed import build
+
+    assert build._other_running_tasks(samples=1, interval=0) >= 0  # reads this machine
+    monkeypatch.setattr(build.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(build, "_other_running_tasks", lambda: 0)
+    assert build._openmp_wait(2) == {"GOMP_SPINCOUNT": "200000"}
+    monkeypatch.setattr(build, "_other_running_tasks", lambda: 1)  # another job runs
+    assert build._openmp_wait(2) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def test_threads_can_be_set_from_the_environment(monkeypatch):
     from tasks.testbed.build import DEFAULT_RECIPE, THREADS_ENV, default_recipe
 

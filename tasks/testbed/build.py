@@ -10,11 +10,12 @@ concurrent build never leaves (or reads) a half-written model. ``testbed.json`` 
 weights records the recipe, the build environment (torch version, CPU kernels), timings and
 SHA-256 hashes of corpus, tokenizer and weights.
 
-A multi-threaded build trains in a child process whose OpenMP threads spin only briefly before
-they sleep (``GOMP_SPINCOUNT``): unbounded busy-waiting makes two threads several times slower
-than one on a machine shared with other jobs, and sleeping at once (``OMP_WAIT_POLICY=PASSIVE``)
-costs about a third of the speed on an idle one. The results are bit-identical either way; a
-user who sets either variable gets an in-process build with their setting.
+A multi-threaded build trains in a child process that sets how its OpenMP threads wait: on an
+idle machine they spin briefly before they sleep (``GOMP_SPINCOUNT``), since sleeping at once
+(``OMP_WAIT_POLICY=PASSIVE``) costs about a third of the speed; when other jobs keep the cores
+busy (the load average says so) they sleep at once, since spinning threads then wait on
+preempted siblings and the build runs several times slower. The results are bit-identical
+either way; a user who sets either variable gets an in-process build with their setting.
 """
 
 from __future__ import annotations
@@ -45,8 +46,32 @@ from .world import GENERATOR_VERSION, corpus_hash, generate_corpus
 
 INFO_FILE = "testbed.json"
 _CHILD_ENV = "STEERBENCH_TESTBED_CHILD"  # set in the child process that does the build
-# The child's OpenMP waiting: spin about a tenth of a millisecond, then sleep (see module doc).
+# The child's OpenMP waiting (see module doc): spin about a tenth of a millisecond, then sleep;
+# or sleep at once on a busy machine.
 _OPENMP_WAIT = {"GOMP_SPINCOUNT": "200000"}
+_OPENMP_WAIT_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _openmp_wait(threads: int) -> dict[str, str]:
+    """How the build's OpenMP threads should wait, given how many other tasks are running now
+    (the load average lags by a minute: the install or test run that just ended would count)."""
+    others = _other_running_tasks()
+    free = (os.cpu_count() or 1) - others
+    return _OPENMP_WAIT if free >= threads else _OPENMP_WAIT_BUSY
+
+
+def _other_running_tasks(samples: int = 5, interval: float = 0.05) -> float:
+    """Runnable tasks besides this one (Linux ``/proc/loadavg``; 0 where it cannot be read)."""
+    counts = []
+    for _ in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+        except (OSError, IndexError):
+            return 0.0
+        counts.append(int(running) - 1)
+        time.sleep(interval)
+    return sorted(counts)[len(counts) // 2]
+
 
 DEFAULT_RECIPE = Recipe()
 # Intra-op threads of a default build. 2 is fastest on an idle 2-core machine; on a machine
@@ -223,9 +248,9 @@ def build_testbed(
 
 
 def _build_in_child(out_dir: Path, seed: int, recipe: Recipe, progress: bool) -> BuildInfo:
-    """Run ``build_testbed`` in a child Python with brief OpenMP spinning (see module doc)."""
+    """Run ``build_testbed`` in a child Python with OpenMP waiting set (see module doc)."""
     package_root = Path(__file__).resolve().parents[2]  # the directory holding ``tasks``
-    env = dict(os.environ, **_OPENMP_WAIT, **{_CHILD_ENV: "1"})
+    env = dict(os.environ, **_openmp_wait(recipe.threads), **{_CHILD_ENV: "1"})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), env.get("PYTHONPATH")]))
     args = json.dumps([str(out_dir), seed, dataclasses.asdict(recipe), progress])
     code = "import sys; from tasks.testbed.build import _child_main; _child_main(sys.argv[1])"
