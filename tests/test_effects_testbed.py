@@ -148,18 +148,18 @@ def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
 # Margins sit at about half the smallest gain measured on the seed 0, 1 and 2 testbeds. Not
 # claimed here because they held on one build only: memory_xattn on sentiment (seed 1: no
 # strength within the budget improved select), CAA on HH-RLHF (seed 0: within the noise), the
-# prefix controller on sentiment (seed 1: nothing). memory_xattn's claim is that it learns and
+# prefix controller on sentiment (seed 1: nothing); prompting on sentiment and ActAdd on
+# toxicity moved every build but by little more than two standard errors on some (prompting
+# +0.47 on seed 0, +0.06 +- 0.03 on seed 1). memory_xattn's claim is that it learns and
 # moves the fact belief (tests/test_memory_testbed.py), the prefix controller's that it
 # reproduces SelfControl's state change (tests/test_prefix.py).
 CASES = [
     Case("caa", "sentiment", 0.04),
     Case("caa", "sentiment", 0.05, suite_params=(("direction", "negative"),)),
     Case("actadd", "sentiment", 0.05),
-    Case("prompting", "sentiment", 0.03),
     Case("caa", "toxicity", 0.05),
     Case("pca", "toxicity", 0.05),
-    Case("actadd", "toxicity", 0.03),
-    Case("caa", "fact_injection", 0.2),
+    Case("caa", "fact_injection", 0.12),
     Case("memory_add", "fact_injection", 0.1),
     Case("selfcontrol", "fact_injection", 0.1, strengths=(0.0, 1.0)),
 ]
