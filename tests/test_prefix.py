@@ -233,7 +233,9 @@ def test_the_prefix_reproduces_selfcontrol_on_held_out_prompts(testbed):
     from bench.registry import TASKS
     from methods.selfcontrol import SelfControl
 
-    task = TASKS.get("hh_rlhf")()
+    # Toxicity: the suite whose judge ("insulting?") SelfControl's search improves on every
+    # build checked; on some builds its HH search keeps no step (see tests/test_selfcontrol.py).
+    task = TASKS.get("toxicity")()
     splits = task.load()
     target = task.target(splits.select[0], splits)
     prefix = PrefixController()
