@@ -2,20 +2,21 @@
 
 ``ensure_testbed()`` returns a directory that ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load, building it on first use. The directory is
-``<cache root>/testbed/v{GENERATOR_VERSION}-seed{seed}-r{recipe fingerprint}``: a build of another
-recipe (another thread count, say) is another testbed with its own directory. The cache root is the ``cache_dir``
-argument, else ``$STEERBENCH_CACHE``, else ``~/.cache/steerbench``. A build is written into a
-temporary sibling directory and renamed into place, under a file lock, so an interrupted or
-concurrent build never leaves (or reads) a half-written model. ``testbed.json`` beside the
-weights records the recipe, the build environment (torch version, CPU kernels), timings and
-SHA-256 hashes of corpus, tokenizer and weights.
+``<cache root>/testbed/v{GENERATOR_VERSION}-seed{seed}-r{recipe fingerprint}``: a build of
+another recipe (another thread count, say) is another testbed with its own directory. The cache
+root is the ``cache_dir`` argument, else ``$STEERBENCH_CACHE``, else ``~/.cache/steerbench``. A
+build is written into a temporary sibling directory and renamed into place, under a file lock,
+so an interrupted or concurrent build never leaves (or reads) a half-written model.
+``testbed.json`` beside the weights records the recipe, the build environment (torch version,
+CPU kernels), timings and SHA-256 hashes of corpus, tokenizer and weights.
 
 A multi-threaded build trains in a child process that sets how its OpenMP threads wait: on an
 idle machine they spin briefly before they sleep (``GOMP_SPINCOUNT``), since sleeping at once
-(``OMP_WAIT_POLICY=PASSIVE``) costs about a third of the speed; when other jobs keep the cores
-busy (the load average says so) they sleep at once, since spinning threads then wait on
-preempted siblings and the build runs several times slower. The results are bit-identical
-either way; a user who sets either variable gets an in-process build with their setting.
+(``OMP_WAIT_POLICY=PASSIVE``) costs about a third of the speed; when other tasks keep the cores
+busy (the runnable tasks in ``/proc/loadavg`` say so) they sleep at once, since spinning
+threads then wait on preempted siblings and the build runs several times slower. The results
+are bit-identical either way; a user who sets either variable gets an in-process build with
+their setting.
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ def _openmp_wait(threads: int) -> dict[str, str]:
     return _OPENMP_WAIT if free >= threads else _OPENMP_WAIT_BUSY
 
 
-def _other_running_tasks(samples: int = 5, interval: float = 0.05) -> float:
+def _other_running_tasks(samples: int = 5, interval: float = 0.05) -> int:
     """Runnable tasks besides this one (Linux ``/proc/loadavg``; 0 where it cannot be read)."""
     counts = []
     for _ in range(samples):
         try:
             running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
-        except (OSError, IndexError):
-            return 0.0
+        except (OSError, IndexError, ValueError):
+            return 0
         counts.append(int(running) - 1)
         time.sleep(interval)
     return sorted(counts)[len(counts) // 2]
