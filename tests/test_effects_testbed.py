@@ -29,12 +29,9 @@ from pathlib import Path
 import pytest
 
 from bench.config import Experiment, MethodSpec, TaskSpec
-from bench.params import parse
-from bench.registry import TASKS
 from bench.results import RunDir
 from bench.runner import Runner
 from bench.subject import Subject
-from bench.task import Task
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +39,6 @@ SEEDS = (0, 1)  # sampling seeds: each example's score is the mean over both
 NOISE_SE = 2.0  # an effect must exceed this many standard errors of the paired difference
 BOOTSTRAP = 1000  # paired resamples of the test examples for that standard error
 BUDGET = Experiment().selection.fluency_budget
-
-
-def make_task(name: str, **params) -> Task:
-    cls = TASKS.get(name)
-    return cls(parse(cls.Params, params, name))
 
 
 @dataclass(frozen=True)
@@ -124,7 +116,8 @@ def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
 
     base, steered = per_example(0.0), per_example(strength)
     ids = sorted(base)
-    gain = sign * (value([steered[k] for k in ids]) - value([base[k] for k in ids]))
+    base_value, steered_value = value([base[k] for k in ids]), value([steered[k] for k in ids])
+    gain = sign * (steered_value - base_value)
     # Paired bootstrap over examples: both sides resampled with the same examples.
     rng = random.Random(0)
     resampled = []
@@ -137,26 +130,20 @@ def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
     se = math.sqrt(sum((d - mean) ** 2 for d in resampled) / (BOOTSTRAP - 1))
     return Verdict(
         strength,
-        value([base[k] for k in ids]),
-        value([steered[k] for k in ids]),
+        base_value,
+        steered_value,
         gain,
         se,
         perplexity(strength) / perplexity(0.0),
     )
 
 
-# Margins sit at about half the smallest gain measured on the seed 0, 1 and 2 testbeds. Not
-# claimed here because they held on one build only: memory_xattn on sentiment (seed 1: no
-# strength within the budget improved select), CAA on HH-RLHF (seed 0: within the noise), the
-# prefix controller on sentiment (seed 1: nothing); prompting on sentiment and ActAdd on
-# toxicity moved every build but by little more than two standard errors on some (prompting
-# +0.47 on seed 0, +0.06 +- 0.03 on seed 1); memory_add and SelfControl on the CounterFact
-# score, a harmonic mean that stays 0 while any part does (SelfControl on seed 2 moves the
-# paraphrases but not the rewrite prompt's answer). Their claims are on the parts of the fact
-# belief (tests/test_memory_testbed.py, tests/test_selfcontrol_testbed.py). memory_xattn's claim is that it learns and
-# moves the fact belief (tests/test_memory_testbed.py), the prefix controller's that it
-# reproduces SelfControl's state change (tests/test_prefix.py). CAA toward negative sentiment:
-# +0.13 to +0.49 on the AVX2 builds of seeds 0-2, +0.035 +- 0.021 on seed 0 built with AVX512.
+# Margins sit at about half the smallest gain measured on the testbeds of seeds 0, 1 and 2 (the
+# figures are in the README). Methods whose effect held on some builds only are claimed in their
+# own tests instead: memory_add and SelfControl on the parts of the fact belief
+# (tests/test_memory_testbed.py, tests/test_selfcontrol_testbed.py), memory_xattn on learning
+# and moving that belief, the prefix controller on reproducing SelfControl's state change
+# (tests/test_prefix.py).
 CASES = [
     Case("caa", "sentiment", 0.04),
     Case("actadd", "sentiment", 0.05),
