@@ -24,7 +24,7 @@ from bench.errors import UserError
 
 def _run(args: argparse.Namespace) -> int:
     from bench.config import load_experiment
-    from bench.models import load_subject
+    from bench.sources import load_subject
     from bench.results import RunDir, git_hash, package_versions
     from bench.runner import Runner, build_methods, build_tasks, replace_output_dir
 

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from bench.config import ModelConfig
-from bench.models import load_subject
+from bench.sources import load_subject
 from bench.registry import METHODS, TASKS
 from bench.subject import GenerationSettings, Subject
 from bench.task import Generate

@@ -1,7 +1,9 @@
-"""One generic registry for methods and tasks.
+"""One generic registry for methods, tasks and model sources.
 
-Built-ins come from explicit imports (`methods.BUILTIN_METHODS`, `tasks.BUILTIN_TASKS`);
-third-party plugins from the `steerbench.methods` / `steerbench.tasks` entry point groups.
+Built-ins come from explicit imports (`methods.BUILTIN_METHODS`, `tasks.BUILTIN_TASKS`,
+`tasks.testbed.source.BUILTIN_MODEL_SOURCES`); third-party plugins from the
+`steerbench.methods` / `steerbench.tasks` / `steerbench.model_sources` entry point groups.
+This module and the command line are the only places the core reaches those packages.
 No directory scanning, no getattr on packages. Unknown names fail with "did you mean".
 """
 
@@ -52,6 +54,10 @@ class Registry(Generic[T]):
             )
         return items[name]
 
+    def find(self, name: str) -> T | None:
+        """The item registered as `name`, or None (for names that may mean something else)."""
+        return self._loaded().get(name)
+
     def names(self) -> list[str]:
         return sorted(self._loaded())
 
@@ -78,5 +84,14 @@ def _builtin_tasks():
     return BUILTIN_TASKS
 
 
+def _builtin_model_sources():
+    from tasks.testbed.source import BUILTIN_MODEL_SOURCES
+
+    return BUILTIN_MODEL_SOURCES
+
+
 METHODS: Registry = Registry("method", "steerbench.methods", _builtin_methods)
 TASKS: Registry = Registry("task", "steerbench.tasks", _builtin_tasks)
+MODEL_SOURCES: Registry = Registry(
+    "model source", "steerbench.model_sources", _builtin_model_sources
+)

@@ -96,6 +96,9 @@ class Subject:
         self._n_steering_hooks = 0
         self.generated_tokens = 0  # running count, for cost accounting
         self._fingerprint: str | None = None
+        # Documents the model was trained on, when its source knows them (n_docs -> texts);
+        # set by `bench.sources.load_subject`.
+        self.training_corpus: Callable[[int], list[str]] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
