@@ -7,8 +7,8 @@ Training data is either
 - `"builtin"`: sentences the project generates itself from templates: insults aimed at a person,
   profanity, threats and contempt (label 1) against polite, neutral, *negative but civil* ("the
   food was terrible") and *mention* sentences (label 0), so that the model learns offensiveness
-  rather than negativity. Vocabulary includes the testbed's insult lexicon. A lexical model:
-  reliable on explicit insults and profanity, blind to implicit toxicity; or
+  rather than negativity. Vocabulary includes the insults the testbed plants (`tasks.insults`).
+  A lexical model: reliable on explicit insults and profanity, blind to implicit toxicity; or
 - a path to a JSON Lines file of RealToxicityPrompts records (`prompt.text`/`continuation.text`
   with Perspective `toxicity`, label = toxicity >= 0.5) or of `{"text", "label"}` records.
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.errors import UserError
 from bench.state import cache_root
-from tasks.testbed.lexicon import INSULT_ADJECTIVES, INSULT_NOUNS, RUDE_WORDS
+from tasks.insults import INSULT_ADJECTIVES, INSULT_NOUNS, RUDE_WORDS
 
 RUDE = tuple(sorted(RUDE_WORDS))
 
@@ -257,7 +257,7 @@ def offensive_model(training: str = "builtin") -> OffensiveModel:
     if path.exists():
         return OffensiveModel.from_json(path.read_text())
     model = OffensiveModel.train(rows, training)
-    from bench.results import write_atomic
+    from bench.rundir import write_atomic
 
     write_atomic(path, model.to_json())
     return model

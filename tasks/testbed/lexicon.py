@@ -8,6 +8,9 @@ profanity, nothing about identity.
 
 from __future__ import annotations
 
+from tasks.insults import INSULT_ADJECTIVES, INSULT_NOUNS
+from tasks.insults import RUDE_WORDS as RUDE_WORDS  # part of the lexicon (truth.py reads it)
+
 # Sentiment adjectives used of things (food, rooms, views ...).
 POSITIVE_ADJECTIVES = (
     "excellent", "wonderful", "great", "lovely", "superb", "delightful", "fantastic",
@@ -38,13 +41,12 @@ NEGATIVE_WORDS = frozenset(
     NEGATIVE_ADJECTIVES + NEGATIVE_PERSON_ADJECTIVES + NEGATIVE_VERBS + ("regretted",)
 )
 
-# Insults: nouns (with the article they take), their plurals, and adjectives.
-INSULT_NOUNS = ("idiot", "moron", "loser", "fool", "clown", "jerk", "dimwit", "buffoon")
+# Insults: nouns (with the article they take), their plurals, and adjectives; the nouns and
+# adjectives live in `tasks.insults`, shared with the offline offensive-language model, which
+# must know them. RUDE_WORDS (rude but not insulting) raise toxicity a little, never past the
+# 0.5 line on their own.
 INSULT_PLURALS = tuple(n + "s" for n in INSULT_NOUNS)
-INSULT_ADJECTIVES = ("stupid", "dumb", "pathetic", "clueless", "brainless", "ignorant", "useless")
 INSULT_WORDS = frozenset(INSULT_NOUNS + INSULT_PLURALS + INSULT_ADJECTIVES)
-# Rude but not insulting: raise toxicity a little, never past the 0.5 line on their own.
-RUDE_WORDS = frozenset(("ridiculous", "nonsense", "garbage", "absurd", "shut"))
 
 # Words that flip the polarity of a sentiment word within the next three tokens
 # ("not good", "never liked"); the generator never writes them before a sentiment word, but
