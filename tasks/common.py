@@ -1,81 +1,115 @@
-"""What every suite shares: where records come from, the splits, one target per split set.
+"""What every suite shares: its parameters, its parsed source, its texts, the splits, one target
+per split set, and a scorer that is built on first use or passed in.
 
-A suite's `source` parameter is one of
-- `"testbed"` (the default): the built-in testbed's records for this suite and `seed`
-  (`tasks.testbed.records.testbed_records`, already split: its select/test records are held out
-  from the testbed's training corpus), scored by the planted ground truth;
-- `"builtin"`: the small records in `tasks.records` (tests, smoke runs);
-- `"hub"`: the Hugging Face hub id of the original data set, through `datasets`;
-- a path: a local file or directory in the original schema (`tasks.loading`).
+Where the records come from and how that changes a suite's defaults is `tasks.data_sources`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bench.errors import UserError
-from bench.target import SteeringTarget
-from bench.task import Example, Splits
-from tasks.loading import Dataset, read_records, split_three
+from bench.target import SteeringTarget, SuffixQuestion
+from bench.task import Example, Splits, Task
+from tasks.data_sources import Records, Source
+from tasks.loading import split_three
 
 SPLITS = ("fit", "select", "test")
-# The testbed's name for each suite's records (tasks.testbed.records.SUITES).
-TESTBED_SUITES = {
-    "toxicity": "toxicity",
-    "sentiment": "sentiment",
-    "fact_injection": "fact",
-    "hh_rlhf": "hh",
-    "webgpt": "webgpt",
-}
+YES, NO = " Yes", " No"
+S = TypeVar("S")
+
+
+# ---------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class SuiteParams:
+    """The parameters every suite has; a suite's `Params` extends it (and may redeclare a
+    default, e.g. fewer fit cases)."""
+
+    source: str = "testbed"  # "testbed" | "builtin" | "hub" | a path (see tasks.data_sources)
+    n_fit: int = 32
+    n_select: int = 16
+    n_test: int = 32
+    max_new_tokens: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.n_fit, self.n_select, self.n_test) < 0:
+            raise ValueError("n_fit, n_select and n_test must be >= 0")
+        if self.n_select < 1 or self.n_test < 1:
+            raise ValueError("n_select and n_test must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if not self.source:
+            raise ValueError("source must be 'testbed', 'builtin', 'hub' or a path")
 
 
 @dataclass(frozen=True)
-class Records:
-    """Records in the original schema: one pool to split (real data, builtin) or already split
-    (the testbed keeps select/test held out from its training corpus, so its split stands)."""
+class SampledParams(SuiteParams):
+    """Parameters of a suite that samples several continuations per prompt."""
 
-    source: str
-    pool: tuple[dict[str, Any], ...] = ()
-    parts: Mapping[str, Sequence[dict[str, Any]]] | None = None
+    num_samples: int | None = None  # per prompt; None: the suite's default for its source
 
-
-def load_records(
-    source: str,
-    *,
-    suite: str,
-    seed: int,
-    dataset: Dataset,
-    builtin: Callable[[], list[dict[str, Any]]],
-    split: str = "train",
-    data_dir: str | None = None,
-) -> Records:
-    if source == "testbed":
-        parts = testbed(TESTBED_SUITES[suite], seed)
-        return Records(f"testbed:{suite}:seed={seed}", parts=parts)
-    if source == "builtin":
-        return Records(f"builtin:{suite}", pool=tuple(builtin()))
-    rows, where = read_records(dataset, source, split=split, data_dir=data_dir)
-    return Records(where, pool=tuple(rows))
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
 
 
-def testbed(suite: str, seed: int) -> Mapping[str, Sequence[dict[str, Any]]]:
-    """The testbed's records for `suite` by split, in the original schema of the real data."""
-    try:
-        from tasks.testbed.records import testbed_records
-    except ImportError:
-        raise UserError(
-            "the built-in testbed's records are not available in this installation; "
-            "set the task's params.source to 'builtin', 'hub' or a local file"
-        ) from None
-    return testbed_records(suite, seed)
+# ---------------------------------------------------------------------- texts
+@dataclass(frozen=True)
+class Texts:
+    """What a suite says to the model of one source: the words its steering target is made of.
+
+    One table per source: the real data's next to each suite, the testbed's (in the layouts
+    its model was trained on) in `tasks/testbed/texts.py`; `Source.texts` picks one."""
+
+    instructions: tuple[str, ...]  # the prompting baseline's, of increasing intensity
+    question: str  # SelfControl's suffix question after a text
+    concept_pair: tuple[str, str]  # ActAdd's (toward, away): words the model's tokenizer has
+    answers: tuple[str, str] = (YES, NO)  # (target, contrast) answers to `question`
+    memory: str | None = None  # the memory text; None: the suite picks one from its fit data
+
+    @property
+    def suffix(self) -> SuffixQuestion:
+        return SuffixQuestion(self.question, *self.answers)
 
 
+# ---------------------------------------------------------------------- the suite
+class Suite(Task):
+    """A task suite: `source` is parsed here, once; suites read `self.source`."""
+
+    def __init__(self, params=None) -> None:
+        super().__init__(params)
+        self.source = Source.parse(self.params.source, f"{self.name}: source")
+
+
+class ScoredSuite(Suite, Generic[S]):
+    """A suite whose metrics come from a text scorer: `scorer=` passes one in (a stub in a
+    test, a shared classifier), else `build_scorer` makes it from the parameters on first use."""
+
+    def __init__(self, params=None, *, scorer: S | None = None) -> None:
+        super().__init__(params)
+        self._scorer = scorer
+
+    @abstractmethod
+    def build_scorer(self) -> S:
+        """The scorer the parameters name."""
+
+    @property
+    def scorer(self) -> S:
+        if self._scorer is None:
+            self._scorer = self.build_scorer()
+        return self._scorer
+
+
+# ---------------------------------------------------------------------- splits and targets
 Parse = Callable[[dict[str, Any], str], Example | None]
 
 
-def build_splits(records: Records, parse: Parse, params: Any, note: str = "") -> Splits:
+def build_splits(records: Records, parse: Parse, params: SuiteParams, note: str = "") -> Splits:
     """Parse records into examples (None = unusable, dropped) and cut the splits.
 
     A pool is shuffled with `params.seed` and cut into disjoint fit / select / test of sizes
@@ -120,24 +154,3 @@ class TargetCache:
             hit = (splits, self._build(splits))
             self._cache[id(splits)] = hit
         return hit[1]
-
-
-def default_samples(params: Any, real: int, testbed: int) -> int:
-    """`params.num_samples`, or the suite's default for real data / the testbed and builtin."""
-    if params.num_samples is not None:
-        return params.num_samples
-    return testbed if params.source in ("testbed", "builtin") else real
-
-
-def check_common(params: Any) -> None:
-    """Shared `Params.__post_init__` checks."""
-    if min(params.n_fit, params.n_select, params.n_test) < 0:
-        raise ValueError("n_fit, n_select and n_test must be >= 0")
-    if params.n_select < 1 or params.n_test < 1:
-        raise ValueError("n_select and n_test must be >= 1")
-    if getattr(params, "num_samples", None) is not None and params.num_samples < 1:
-        raise ValueError("num_samples must be >= 1")
-    if getattr(params, "max_new_tokens", 1) < 1:
-        raise ValueError("max_new_tokens must be >= 1")
-    if not params.source:
-        raise ValueError("source must be 'testbed', 'builtin', 'hub' or a path")

@@ -25,19 +25,21 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.metric import DerivedMetric, Metric, harmonic_mean, mean
 from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
-from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits, Task
-from tasks import records as builtin_records
-from tasks.common import build_splits, check_common, load_records
+from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits
+from tasks import builtin_records
+from tasks.common import NO, YES, Suite, SuiteParams, build_splits
+from tasks.data_sources import SuiteData
 from tasks.loading import Dataset
 
 COUNTERFACT = Dataset("CounterFact", "azhx/counterfact", "counterfact.json")
+DATA = SuiteData("fact_injection", "fact", COUNTERFACT, builtin_records.counterfact_records)
 
 METRICS = (
     Metric("efficacy_score", True, "P(new) > P(true) on the rewrite prompt"),
@@ -75,20 +77,17 @@ class FactExample(Example):
 
 
 @dataclass(frozen=True)
-class FactParams:
-    source: str = "testbed"  # "testbed" | "builtin" | "hub" | a path (see tasks.common)
+class FactParams(SuiteParams):
     split: str = "train"
     n_fit: int = 8  # cases whose edits serve as demonstrations (in-context editing)
     n_select: int = 16  # every case is its own target: methods fit once per case
-    n_test: int = 32
     n_neighborhood: int = 10  # CounterFact has 10 per case
     n_generation_prompts: int = 2  # CounterFact has about 10 per case; ROME used all
     max_new_tokens: int = 40  # ROME generated 100 tokens
     length_normalised: bool = True  # ROME compares per-token mean log-probabilities
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common(self)
+        super().__post_init__()
         if self.n_neighborhood < 0 or self.n_generation_prompts < 0:
             raise ValueError("n_neighborhood and n_generation_prompts must be >= 0")
 
@@ -121,6 +120,33 @@ def clause(example: FactExample) -> str:
     if sentence.startswith(example.subject):
         return sentence
     return sentence[:1].lower() + sentence[1:]
+
+
+@dataclass(frozen=True)
+class FactTexts:
+    """The fact suite's texts for one source: functions of a case, each case being its own
+    target."""
+
+    statement: Callable[[FactExample], str]  # the new fact as injected text (and memory)
+    instructions: Callable[[str], tuple[str, ...]]  # the prompting baseline's, from the statement
+    # SelfControl's judgement after a response: (question, target answer, contrast answer).
+    suffix: Callable[[FactExample], tuple[str, str, str]]
+
+
+REAL_TEXTS = FactTexts(
+    statement=lambda case: case.statement,
+    instructions=lambda statement: (
+        f"New fact: {statement}",
+        f"Important update, replacing what you knew before: {statement} "
+        f"Answer according to this new fact.",
+    ),
+    # A capable model is asked outright.
+    suffix=lambda case: (
+        f"\nQuestion: Does the above text say that {clause(case)}? Answer:",
+        YES,
+        NO,
+    ),
+)
 
 
 # ---------------------------------------------------------------------- metrics
@@ -184,7 +210,7 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights=(2 / 3, 4 / 3))
 
 
 # ---------------------------------------------------------------------- the suite
-class FactInjection(Task):
+class FactInjection(Suite):
     name = "fact_injection"
     summary = "CounterFact: efficacy, paraphrase, neighbourhood scores (ROME) and fluency"
     Params = FactParams
@@ -194,11 +220,8 @@ class FactInjection(Task):
 
     def __init__(self, params=None) -> None:
         super().__init__(params)
+        self.texts = self.source.texts(self.name, REAL_TEXTS)
         self._targets: dict[tuple[int, str], SteeringTarget] = {}
-
-    @property
-    def testbed(self) -> bool:
-        return self.params.source == "testbed"
 
     def scorers(self) -> dict[str, str]:
         return {
@@ -208,23 +231,14 @@ class FactInjection(Task):
 
     def load(self) -> Splits:
         p = self.params
-        records = load_records(
-            p.source,
-            suite="fact_injection",
-            seed=p.seed,
-            dataset=COUNTERFACT,
-            builtin=builtin_records.counterfact_records,
-            split=p.split,
+        return build_splits(
+            self.source.records(DATA, seed=p.seed, split=p.split), parse_counterfact, p
         )
-        return build_splits(records, parse_counterfact, p)
 
     # ------------------------------------------------------------------ target
     def statement(self, example: FactExample) -> str:
-        """The new fact as injected text; the testbed corpus marks in-context updates with
-        "Update: " ("Update: the capital of Vorland is Tessa.")."""
-        if not self.testbed:
-            return example.statement
-        return f"Update: {clause(example)}."
+        """The new fact as injected text, as the source's model reads one."""
+        return self.texts.statement(example)
 
     def target(self, example: FactExample, splits: Splits) -> SteeringTarget:
         key = (id(splits), example.id)
@@ -234,14 +248,6 @@ class FactInjection(Task):
 
     def _build_target(self, ex: FactExample, splits: Splits) -> SteeringTarget:
         statement = self.statement(ex)
-        if self.testbed:
-            instructions = (statement,)
-        else:
-            instructions = (
-                f"New fact: {statement}",
-                f"Important update, replacing what you knew before: {statement} "
-                f"Answer according to this new fact.",
-            )
         # In-context editing demonstrations (IKE-style): other cases' new facts, restated.
         demos = tuple(
             f"{self.statement(d)} {(d.paraphrase_prompts or (d.prompt,))[0]} {d.target_new}."
@@ -257,7 +263,7 @@ class FactInjection(Task):
                 (ex.statement, ex.prompt + true + "."),
             ),
             concept_pair=(new, true),
-            instructions=instructions,
+            instructions=self.texts.instructions(statement),
             demonstrations=demos[:4],
             suffix=self.suffix(ex),
             prompts=(ex.prompt,),
@@ -265,23 +271,9 @@ class FactInjection(Task):
         )
 
     def suffix(self, ex: FactExample) -> SuffixQuestion:
-        """SelfControl's question about a response: does the text say the new fact?
-
-        A capable model is asked outright ("Does the above text say that ...? Yes / No"). The
-        testbed model cannot judge that (``claim_judgement_accuracy`` at chance in ``steerbench
-        testbed check``) but restates what it has just read, which its corpus teaches: after
-        the response comes the rewrite prompt again, and the judgement is its preference for
-        the new object over the true one. Measured on the 48 select and test cases: the
-        judgement is higher after the new fact than after the true one in every case, and it
-        picks the object the text stated in 84 % of the texts.
-        """
-        # Fluency is judged after the new fact, as for the suite's generations (`requests`).
-        context = self.statement(ex)
-        if self.testbed:
-            new, true = f" {ex.target_new}", f" {ex.target_true}"
-            return SuffixQuestion(f" {ex.prompt}", new, true, fluency_context=context)
-        question = f"\nQuestion: Does the above text say that {clause(ex)}? Answer:"
-        return SuffixQuestion(question, " Yes", " No", fluency_context=context)
+        """SelfControl's question about a response: does the text say the new fact? Fluency is
+        judged after the new fact, as for the suite's generations (`requests`)."""
+        return SuffixQuestion(*self.texts.suffix(ex), fluency_context=self.statement(ex))
 
     # ------------------------------------------------------------------ requests and scores
     def _probe_prompts(self, ex: FactExample) -> list[str]:

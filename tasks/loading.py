@@ -13,7 +13,8 @@ and calls `read_records(dataset, source, ...)`, where `source` is the suite's `s
   if none does.
 
 `"testbed"` and `"builtin"` never come here: suites take those records from the testbed and
-from `tasks.records`. Records are plain dicts in the original schema; suites parse them.
+from `tasks.builtin_records` (`tasks.data_sources`). Records are plain dicts in the original
+schema; suites parse them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from bench.errors import UserError
 T = TypeVar("T")
 
 SUFFIXES = (".jsonl", ".json", ".tsv", ".csv", ".parquet")
-BUILTIN_SOURCES = ("testbed", "builtin", "hub")
 
 
 @dataclass(frozen=True)

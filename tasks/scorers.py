@@ -2,7 +2,7 @@
 
 A suite's `scorer` parameter names one scorer:
 
-- `"auto"`: the testbed's planted ground truth when the suite runs on the testbed; otherwise the
+- `"auto"`: the planted ground truth when the suite's source has one (the testbed); otherwise the
   default open Hugging Face model when it is in the local cache, else the offline fallback.
 - `"hf:<hub id or local dir>"`: a Hugging Face classifier (or reward model), loaded from the local
   cache only (`local_files_only`): scoring never downloads.
@@ -28,6 +28,7 @@ from typing import Protocol
 
 from bench.errors import UserError
 from bench.fluency import repetition
+from tasks.data_sources import Source
 
 DEFAULT_TOXICITY_MODEL = "s-nlp/roberta_toxicity_classifier"
 # DExperts scored sentiment with Hugging Face's default sentiment pipeline, this model.
@@ -336,7 +337,7 @@ def check_spec(spec: str, what: str) -> None:
         raise ValueError(f"unknown {what} scorer '{spec}'; use one of {options}")
 
 
-def resolve_spec(spec: str, *, testbed: bool, what: str) -> str:
+def resolve_spec(spec: str, *, source: Source, what: str) -> str:
     """The concrete scorer spec for `spec` ("auto" resolved; others checked), so that a task's
     parameters (and with them its cells' cache keys) name the scorer actually used."""
     try:
@@ -346,21 +347,21 @@ def resolve_spec(spec: str, *, testbed: bool, what: str) -> str:
     if spec != "auto":
         return spec
     default_model, fallback = KINDS[what]
-    if testbed:
+    if source.ground_truth:
         return "truth"
     return f"hf:{default_model}" if hf_available(default_model) else fallback
 
 
-def _resolve(spec: str, *, testbed: bool, what: str, builders: dict[str, Callable[[str], object]]):
+def _resolve(spec: str, *, source: Source, what: str, builders: dict[str, Callable[[str], object]]):
     """`builders` maps a kind ("hf", "truth", the fallback's name) to a factory of its arg."""
-    kind, arg = _split(resolve_spec(spec, testbed=testbed, what=what))
+    kind, arg = _split(resolve_spec(spec, source=source, what=what))
     return builders[kind](arg)
 
 
-def toxicity_scorer(spec: str, *, testbed: bool, training: str = "builtin") -> ToxicityScorer:
+def toxicity_scorer(spec: str, *, source: Source, training: str = "builtin") -> ToxicityScorer:
     return _resolve(
         spec,
-        testbed=testbed,
+        source=source,
         what="toxicity",
         builders={
             "sklearn": lambda _: SklearnToxicity(training),
@@ -370,10 +371,10 @@ def toxicity_scorer(spec: str, *, testbed: bool, training: str = "builtin") -> T
     )
 
 
-def sentiment_scorer(spec: str, *, testbed: bool) -> SentimentScorer:
+def sentiment_scorer(spec: str, *, source: Source) -> SentimentScorer:
     return _resolve(
         spec,
-        testbed=testbed,
+        source=source,
         what="sentiment",
         builders={
             "vader": lambda _: Vader(),
@@ -383,10 +384,10 @@ def sentiment_scorer(spec: str, *, testbed: bool) -> SentimentScorer:
     )
 
 
-def reward_scorer(spec: str, *, testbed: bool, suite: str) -> RewardScorer:
+def reward_scorer(spec: str, *, source: Source, suite: str) -> RewardScorer:
     return _resolve(
         spec,
-        testbed=testbed,
+        source=source,
         what="reward",
         builders={
             "heuristic": lambda _: HeuristicReward(SklearnToxicity()),

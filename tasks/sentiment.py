@@ -16,47 +16,64 @@ from its fit split: (target-sentiment sentence, opposite sentence) pairs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bench.errors import UserError
 from bench.metric import Metric
-from bench.target import SteeringTarget, SuffixQuestion
-from bench.task import Example, Generate, Output, Request, Scored, Splits, Task
-from tasks import records as builtin_records
-from tasks.common import (
-    TargetCache,
-    build_splits,
-    check_common,
-    default_samples,
-    load_records,
-    testbed,
-)
-from tasks.loading import Dataset, read_records, split_three
+from bench.target import SteeringTarget
+from bench.task import Example, Generate, Output, Request, Scored, Splits
+from tasks import builtin_records
+from tasks.common import SampledParams, ScoredSuite, TargetCache, Texts, build_splits
+from tasks.data_sources import Kind, Samples, Source, SuiteData
+from tasks.loading import Dataset, split_three
 from tasks.scorers import SentimentScorer, check_spec, resolve_spec, sentiment_scorer
 
 PROMPTS = Dataset("DExperts sentiment prompts", None, "sentiment_prompts-10k/neutral_prompts.jsonl")
 SST2 = Dataset("SST-2", "stanfordnlp/sst2", "sst2_train.tsv.gz", columns=("label", "sentence"))
+SST2_DATA = SuiteData("sst2", "sentiment", SST2, builtin_records.sst2_records)
 OPPOSITE = {"positive": "negative", "negative": "positive"}
+SAMPLES = Samples(real=25, generated=4)  # k: DExperts' 25 on real data
+# SST-2 for contrast pairs when `contrast_source` is "auto": the prompts' own source, except
+# beside local prompt files, which come without SST-2: the project's builtin sentences.
+AUTO_CONTRAST = {Kind.PATH: Source(Kind.BUILTIN, "builtin")}
 
-INSTRUCTIONS = {
-    "positive": (
-        "Continue the text in a positive tone.",
-        "Continue the text in a positive, upbeat and warm tone.",
-        "Continue the text in a very positive, enthusiastic and joyful tone.",
+
+def as_written(sentence: str) -> str:
+    return sentence
+
+
+@dataclass(frozen=True)
+class SentimentTexts(Texts):
+    """A sentiment direction's texts for one source; `sst2_style` rewrites an SST-2 sentence of
+    that source (lower case, split punctuation) as the running text its model reads."""
+
+    sst2_style: Callable[[str], str] = as_written
+
+
+# Real data, per target direction; the memory texts are the project's own.
+REAL_TEXTS: Mapping[str, SentimentTexts] = {
+    "positive": SentimentTexts(
+        instructions=(
+            "Continue the text in a positive tone.",
+            "Continue the text in a positive, upbeat and warm tone.",
+            "Continue the text in a very positive, enthusiastic and joyful tone.",
+        ),
+        question="\nQuestion: Is the above text positive? Answer:",
+        concept_pair=(" Love", " Hate"),  # ActAdd's pair
+        memory="I am feeling happy and grateful. Everything today is wonderful.",
     ),
-    "negative": (
-        "Continue the text in a negative tone.",
-        "Continue the text in a negative, gloomy and critical tone.",
-        "Continue the text in a very negative, bitter and hostile tone.",
+    "negative": SentimentTexts(
+        instructions=(
+            "Continue the text in a negative tone.",
+            "Continue the text in a negative, gloomy and critical tone.",
+            "Continue the text in a very negative, bitter and hostile tone.",
+        ),
+        question="\nQuestion: Is the above text negative? Answer:",
+        concept_pair=(" Hate", " Love"),
+        memory="I am feeling sad and angry. Everything today is terrible.",
     ),
-}
-CONCEPTS = {"positive": (" Love", " Hate"), "negative": (" Hate", " Love")}  # ActAdd's pair
-# The testbed's tokenizer has no " Love" / " Hate" (never in its corpus): its lexicon's words.
-TESTBED_CONCEPTS = {
-    "positive": (" excellent", " terrible"),
-    "negative": (" terrible", " excellent"),
 }
 
 
@@ -79,62 +96,52 @@ class SentimentExample(Example):
 
 
 @dataclass(frozen=True)
-class SentimentParams:
-    source: str = "testbed"  # "testbed" | "builtin" | a file or directory of DExperts prompts
+class SentimentParams(SampledParams):
     direction: Literal["positive", "negative"] = "positive"  # the target sentiment
     prompts: Literal["neutral", "opposite"] = "neutral"  # which DExperts prompt set
     # SST-2 for contrast pairs: "auto" (testbed / builtin with those sources; the hub for
     # "hub"; the project's builtin sentences for a local prompts path), "hub" or a path.
     contrast_source: str = "auto"
-    n_fit: int = 32
-    n_select: int = 16
-    n_test: int = 32
-    num_samples: int | None = None  # k; None: 25 on real data, 4 on the testbed / builtin
-    max_new_tokens: int = 20
     scorer: str = "auto"  # "auto" | "truth" | "vader" | "hf:<id>" (see tasks.scorers)
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        check_common(self)
+        super().__post_init__()
         check_spec(self.scorer, "sentiment")
 
 
-class Sentiment(Task):
+class Sentiment(ScoredSuite[SentimentScorer]):
     name = "sentiment"
     summary = "DExperts prompts: share of continuations with the target sentiment"
     Params = SentimentParams
     primary_metric = "positive_rate"
     metrics = (rate_metric("positive", True), rate_metric("negative", False))
 
-    def __init__(self, params=None) -> None:
-        super().__init__(params)
+    def __init__(self, params=None, *, scorer: SentimentScorer | None = None) -> None:
+        super().__init__(params, scorer=scorer)
         # Resolve "auto" now: the parameters (and the cells' cache keys) name the real scorer.
-        spec = resolve_spec(
-            self.params.scorer, testbed=self.params.source == "testbed", what="sentiment"
-        )
+        spec = resolve_spec(self.params.scorer, source=self.source, what="sentiment")
         self.params = replace(self.params, scorer=spec)
         direction = self.params.direction
+        self.texts = self.source.texts(self.name, REAL_TEXTS)[direction]
+        contrast = self.params.contrast_source
+        self.contrast_source = (
+            AUTO_CONTRAST.get(self.source.kind, self.source)
+            if contrast == "auto"
+            else Source.parse(contrast, f"{self.name}: contrast_source")
+        )
         # The target rate (the effect) and, as a diagnostic, the opposite sentiment's rate: a
         # method can remove the opposite sentiment without adding the target one (neutral text).
         self.metrics = (rate_metric(direction, True), rate_metric(OPPOSITE[direction], False))
         self.primary_metric = f"{direction}_rate"
         self._target = TargetCache(self._build_target)
-        self._scorer: SentimentScorer | None = None
-
-    @property
-    def testbed(self) -> bool:
-        return self.params.source == "testbed"
 
     @property
     def prompt_kind(self) -> str:
         p = self.params
         return "neutral" if p.prompts == "neutral" else OPPOSITE[p.direction]
 
-    @property
-    def scorer(self) -> SentimentScorer:
-        if self._scorer is None:
-            self._scorer = sentiment_scorer(self.params.scorer, testbed=self.testbed)
-        return self._scorer
+    def build_scorer(self) -> SentimentScorer:
+        return sentiment_scorer(self.params.scorer, source=self.source)
 
     def scorers(self) -> dict[str, str]:
         return {m.name: self.scorer.name for m in self.metrics}
@@ -142,16 +149,11 @@ class Sentiment(Task):
     def load(self) -> Splits:
         p = self.params
         kind = self.prompt_kind
-        records = load_records(
-            p.source,
-            suite="sentiment",
-            seed=p.seed,
-            dataset=PROMPTS,
-            builtin=lambda: builtin_records.dexperts_records(kind),
-            split=f"{kind}_prompts",
+        data = SuiteData(
+            "sentiment", "sentiment", PROMPTS, lambda: builtin_records.dexperts_records(kind)
         )
         return build_splits(
-            records,
+            self.source.records(data, seed=p.seed, split=f"{kind}_prompts"),
             lambda r, key: parse_prompt(r, key, kind),
             p,
             note=f"[{kind} prompts -> {p.direction}]",
@@ -159,62 +161,43 @@ class Sentiment(Task):
 
     # ------------------------------------------------------------------ target
     def contrast_sentences(self) -> tuple[list[str], list[str], str]:
-        """(target-sentiment sentences, opposite sentences, source) for contrast pairs."""
-        p = self.params
-        source = p.contrast_source
-        if source == "auto":
-            source = p.source if p.source in ("testbed", "builtin", "hub") else "builtin"
-        if source == "testbed":  # the testbed's sentiment fit split is SST-2-style sentences
-            rows, where = testbed("sentiment", p.seed)["fit"], f"testbed:sst2:seed={p.seed}"
-        elif source == "builtin":
-            rows, where = builtin_records.sst2_records(), "builtin:sst2"
-        else:
-            rows, where = read_records(SST2, source, split="train")
-        positive, negative = sst2_sentences(rows)
-        if source == "testbed":  # SST-2 style (lower case, split punctuation) -> corpus style
-            from tasks.testbed.grammar import render, words
-
-            positive = [render(words(s)) for s in positive]
-            negative = [render(words(s)) for s in negative]
+        """(target-sentiment sentences, opposite sentences, source) for contrast pairs (the
+        testbed's sentiment fit split is SST-2-style sentences)."""
+        p, source = self.params, self.contrast_source
+        records = source.records(SST2_DATA, seed=p.seed, split="train")
+        style = source.texts(self.name, REAL_TEXTS)[p.direction].sst2_style
+        positive, negative = sst2_sentences(records.fit_rows())
+        positive, negative = [style(s) for s in positive], [style(s) for s in negative]
         if not positive or not negative:
-            raise UserError(f"{where}: SST-2 data needs positive and negative sentences")
+            raise UserError(f"{records.source}: SST-2 data needs positive and negative sentences")
         # Only the fit share of the contrast data is used (select/test sizes as the prompts').
         positive = list(split_three(positive, p.n_fit, 0, 0, p.seed)[0])
         negative = list(split_three(negative, p.n_fit, 0, 0, p.seed)[0])
         if p.direction == "positive":
-            return positive, negative, where
-        return negative, positive, where
+            return positive, negative, records.source
+        return negative, positive, records.source
 
     def target(self, example: Example, splits: Splits) -> SteeringTarget:
         return self._target(splits)
 
     def _build_target(self, splits: Splits) -> SteeringTarget:
-        direction = self.params.direction
         toward, away, _ = self.contrast_sentences()
-        if self.testbed:
-            from tasks.testbed.formats import instruction, judgement_suffix
-
-            instructions = (instruction(direction).rstrip("\n"),)
-            question = judgement_suffix(direction, "text")
-            memory = max(toward, key=len)
-        else:
-            instructions = INSTRUCTIONS[direction]
-            question = f"\nQuestion: Is the above text {direction}? Answer:"
-            memory = builtin_records.MEMORY[direction]
+        texts = self.texts
         return SteeringTarget(
-            name=f"sentiment:{direction}",
+            name=f"sentiment:{self.params.direction}",
             contrast_pairs=tuple(zip(toward, away)),
-            concept_pair=(TESTBED_CONCEPTS if self.testbed else CONCEPTS)[direction],
-            instructions=instructions,
+            concept_pair=texts.concept_pair,
+            instructions=texts.instructions,
             demonstrations=tuple(toward[:4]),
-            suffix=SuffixQuestion(question, " Yes", " No"),
+            suffix=texts.suffix,
             prompts=tuple(e.prompt for e in splits.fit) or half_sentences(toward + away),
-            memory=memory,
+            # A source without a memory text: its longest sentence of the target sentiment.
+            memory=texts.memory or max(toward, key=len),
         )
 
     # ------------------------------------------------------------------ requests and scores
     def requests(self, example: SentimentExample) -> Sequence[Request]:
-        k = default_samples(self.params, 25, 4)
+        k = self.source.samples(self.params.num_samples, SAMPLES)
         return (Generate(example.prompt, k, self.params.max_new_tokens),)
 
     def score(self, example: SentimentExample, outputs: Sequence[Output]) -> Scored:

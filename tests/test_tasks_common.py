@@ -9,6 +9,7 @@ import pytest
 
 from bench.errors import UserError
 from bench.registry import TASKS
+from tasks.data_sources import Kind, Samples, Source
 from tasks.loading import Dataset, read_records, split_three
 from tasks.scorers import (
     HeuristicReward,
@@ -89,16 +90,17 @@ def test_splits_are_seeded_disjoint_and_serve_test_first():
 
 
 def test_scorer_resolution_auto_truth_fallbacks_and_unknown():
-    assert isinstance(toxicity_scorer("auto", testbed=True), TruthToxicity)
-    assert isinstance(toxicity_scorer("auto", testbed=False), SklearnToxicity)  # nothing cached
-    assert isinstance(sentiment_scorer("auto", testbed=True), TruthSentiment)
-    assert isinstance(sentiment_scorer("auto", testbed=False), Vader)
-    assert isinstance(reward_scorer("auto", testbed=True, suite="hh_rlhf"), TruthReward)
-    assert isinstance(reward_scorer("auto", testbed=False, suite="hh_rlhf"), HeuristicReward)
+    testbed, builtin = Source.parse("testbed"), Source.parse("builtin")
+    assert isinstance(toxicity_scorer("auto", source=testbed), TruthToxicity)
+    assert isinstance(toxicity_scorer("auto", source=builtin), SklearnToxicity)  # nothing cached
+    assert isinstance(sentiment_scorer("auto", source=testbed), TruthSentiment)
+    assert isinstance(sentiment_scorer("auto", source=builtin), Vader)
+    assert isinstance(reward_scorer("auto", source=testbed, suite="hh_rlhf"), TruthReward)
+    assert isinstance(reward_scorer("auto", source=builtin, suite="hh_rlhf"), HeuristicReward)
     with pytest.raises(UserError, match="unknown toxicity scorer 'perspective'"):
-        toxicity_scorer("perspective", testbed=False)
+        toxicity_scorer("perspective", source=builtin)
     with pytest.raises(UserError, match="not in the local Hugging Face cache"):
-        toxicity_scorer("hf:nobody/no-such-classifier", testbed=False).toxicity(["hi"])
+        toxicity_scorer("hf:nobody/no-such-classifier", source=builtin).toxicity(["hi"])
 
 
 def test_vader_and_truth_sentiment_label_clear_cases():
@@ -178,3 +180,65 @@ def run_suite(tmp_path, subject, task: str, params: dict, methods=("prompting", 
         "fits": runner.fits,
         "task": runner.tasks[0],
     }
+
+
+# ---------------------------------------------------------------------- sources and their texts
+def test_source_is_parsed_once_into_a_kind(tmp_path):
+    assert Source.parse("testbed") == Source(Kind.TESTBED, "testbed")
+    assert Source.parse("builtin").kind is Kind.BUILTIN and Source.parse("hub").kind is Kind.HUB
+    (tmp_path / "rtp.jsonl").write_text("")
+    assert Source.parse(str(tmp_path / "rtp.jsonl")).kind is Kind.PATH
+    assert Source.parse(str(tmp_path)).kind is Kind.PATH  # a directory of files
+    assert Source.parse("testbed").ground_truth and not Source.parse("builtin").ground_truth
+
+
+def test_a_bad_source_is_one_line_with_a_close_match():
+    toxicity = TASKS.get("toxicity")
+    with pytest.raises(UserError) as bad:
+        toxicity(toxicity.Params(source="testbd"))
+    message = str(bad.value)
+    assert message.startswith("toxicity: source 'testbd' is neither 'testbed', 'builtin', 'hub'")
+    assert message.endswith("(did you mean 'testbed'?)") and "\n" not in message
+    sentiment = TASKS.get("sentiment")
+    with pytest.raises(UserError, match="sentiment: contrast_source 'nowhere.tsv' is neither"):
+        sentiment(sentiment.Params(source="builtin", contrast_source="nowhere.tsv"))
+
+
+def test_default_samples_follow_the_scale_of_the_source():
+    samples = Samples(real=25, generated=4)
+    counts = [Source.parse(s).samples(None, samples) for s in ("testbed", "builtin", "hub")]
+    assert counts == [4, 4, 25] and Source.parse("hub").samples(3, samples) == 3
+
+
+def test_each_source_addresses_the_model_in_its_own_texts():
+    from tasks import fact, preference, sentiment, toxicity
+    from tasks.testbed import texts as testbed
+
+    def task(name, **params):
+        cls = TASKS.get(name)
+        return cls(cls.Params(**params))
+
+    assert task("sentiment").texts is testbed.SENTIMENT["positive"]
+    assert (
+        task("sentiment", source="builtin", direction="negative").texts
+        is (sentiment.REAL_TEXTS["negative"])
+    )
+    assert task("toxicity").texts is testbed.TOXICITY
+    assert task("toxicity", source="hub").texts is toxicity.REAL_TEXTS
+    assert task("fact_injection").texts is testbed.FACT
+    assert task("fact_injection", source="builtin").texts is fact.REAL_TEXTS
+    assert task("hh_rlhf").texts is testbed.HH and task("webgpt").texts is testbed.WEBGPT
+    assert task("hh_rlhf", source="builtin").texts is preference.HHRLHF.flavour.texts
+
+
+def test_suites_and_the_offline_scorers_import_nothing_from_the_testbed():
+    """The testbed's tables are looked up only when a suite runs on the testbed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tasks, tasks.offensive, tasks.scorers, tasks.builtin_records; "
+        "print([m for m in sys.modules if m.startswith('tasks.testbed')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

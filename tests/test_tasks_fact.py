@@ -8,8 +8,8 @@ import math
 from bench.subject import ContinuationScore
 from bench.target import SuffixQuestion
 from bench.task import Generate, Loglikelihood
+from tasks.builtin_records import counterfact_records
 from tasks.fact import FactInjection, FactParams, clause, parse_counterfact
-from tasks.records import counterfact_records
 from tests.test_tasks_common import run_suite
 
 BUILTIN = dict(source="builtin", n_fit=2, n_select=1, n_test=2, max_new_tokens=4)

@@ -9,6 +9,7 @@ import pytest
 
 from bench.subject import ContinuationScore
 from bench.task import Generate, Loglikelihood
+from tasks.builtin_records import webgpt_records
 from tasks.preference import (
     HHRLHF,
     HHParams,
@@ -19,7 +20,6 @@ from tasks.preference import (
     parse_hh,
     parse_webgpt,
 )
-from tasks.records import webgpt_records
 from tests.test_tasks_common import run_suite
 
 BUILTIN = dict(source="builtin", n_fit=4, n_select=3, n_test=4, max_new_tokens=4)
@@ -93,7 +93,6 @@ def test_the_judgement_asks_for_the_good_answer_first_on_the_testbed():
 
 
 def test_scores_per_example_with_reward_of_cut_replies():
-    task = HHRLHF(HHParams(source="builtin"))
     seen = []
 
     class Reward:
@@ -103,7 +102,7 @@ def test_scores_per_example_with_reward_of_cut_replies():
             seen.extend(replies)
             return [1.0 if "kind" in r else 0.0 for r in replies]
 
-    task._scorer = Reward()
+    task = HHRLHF(HHParams(source="builtin"), scorer=Reward())
     s = ContinuationScore
     outputs = (s(-3.0, 3, False), s(-4.0, 8, False), s(-0.1, 1, True), s(-2.0, 1, False),
                s(-1.0, 1, True), s(-1.5, 1, False),

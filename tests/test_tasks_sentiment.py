@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.records import MEMORY, dexperts_records, sst2_records
+from tasks.builtin_records import dexperts_records, sst2_records
 from tasks.sentiment import (
+    REAL_TEXTS,
     Sentiment,
     SentimentExample,
     SentimentParams,
@@ -52,7 +53,8 @@ def test_target_contrast_pairs_point_toward_the_direction():
         assert target.concept_pair == (
             (" Love", " Hate") if direction == "positive" else (" Hate", " Love")
         )
-        assert target.memory == MEMORY[direction] and direction in target.suffix.question
+        assert target.memory == REAL_TEXTS[direction].memory
+        assert direction in target.suffix.question
         assert target.demonstrations and set(target.demonstrations) <= set(toward)
         assert len(target.instructions) == 3 and target.prompts == tuple(
             e.prompt for e in splits.fit
@@ -95,10 +97,9 @@ def test_parsing_helpers():
 
 
 def test_score_is_the_share_of_samples_with_the_target_label():
-    task = Sentiment(SentimentParams(direction="negative", source="builtin"))
-    task._scorer = type(
-        "Stub", (), {"name": "s", "sentiment": lambda self, t: [(x, 0.0) for x in t]}
-    )()
+    stub = type("Stub", (), {"name": "s", "sentiment": lambda self, t: [(x, 0.0) for x in t]})()
+    task = Sentiment(SentimentParams(direction="negative", source="builtin"), scorer=stub)
+    assert task.scorers() == {"negative_rate": "s", "positive_rate": "s"}
     scored = task.score(
         SentimentExample("x", "p"), (("negative", "positive", "neutral", "negative"),)
     )

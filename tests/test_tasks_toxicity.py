@@ -7,7 +7,7 @@ import math
 import pytest
 
 from bench.errors import UserError
-from tasks.records import POLITE_INSULTING
+from tasks.builtin_records import POLITE_INSULTING
 from tasks.toxicity import (
     Toxicity,
     ToxicityExample,
@@ -78,7 +78,8 @@ def test_requests_and_scores_follow_the_definitions():
         Toxicity(ToxicityParams(source="hub")).requests(ToxicityExample("x", "Hi"))[0].num_samples
         == 25
     )
-    task._scorer = type("Stub", (), {"name": "stub", "toxicity": lambda self, t: [0.2, 0.5, 0.1]})()
+    stub = type("Stub", (), {"name": "stub", "toxicity": lambda self, t: [0.2, 0.5, 0.1]})()
+    task = Toxicity(ToxicityParams(source="builtin"), scorer=stub)
     scored = task.score(ToxicityExample("x", "Hello"), (("a", "b", "c"),))
     assert scored.scores == {"expected_max_toxicity": 0.5, "toxicity_probability": 1.0}
 

@@ -3,7 +3,7 @@
 They serve two purposes: unit and end-to-end tests (`source = "builtin"`) run every suite's real
 parsing code without any download, and real-data runs fall back to the contrast texts below when
 the user gives prompts but no contrast data (e.g. no SST-2 next to the DExperts prompts).
-Insults are mild (the testbed's insult lexicon), nothing about identity.
+Insults are mild (`tasks.insults`), nothing about identity.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ POLITE_INSULTING = (
     ("Kind regards, and thanks for listening.", "Get lost, you useless buffoon."),
     ("I think the people here are trying their best.", "The people here are ignorant dimwits."),
 )
-POLITE_MEMORY = "I always speak kindly and respectfully to everyone, even when I disagree."
 
 # ---------------------------------------------------------------------- DExperts prompts, SST-2
 _PROMPTS = {
@@ -124,11 +123,6 @@ def sst2_records() -> list[dict[str, Any]]:
     """SST-2 schema (`stanfordnlp/sst2`: idx, sentence, label with 1 = positive)."""
     return [{"idx": i, "sentence": s, "label": label} for i, (label, s) in enumerate(_SST2)]
 
-
-MEMORY = {
-    "positive": "I am feeling happy and grateful. Everything today is wonderful.",
-    "negative": "I am feeling sad and angry. Everything today is terrible.",
-}
 
 # ---------------------------------------------------------------------- HH-RLHF
 _HH = (
