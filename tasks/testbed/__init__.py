@@ -8,6 +8,7 @@ Public API (see each module's docstring for details):
   real data sets' schemas (``records.py``).
 - ``truth``: ground-truth scorers (sentiment, toxicity, facts, grammar, preferences).
 - ``formats``: the text layouts the model was trained on (suffix questions, instructions, ...).
+- ``texts``: each suite's texts for the model in those layouts (found through a suite's source).
 - ``vital_signs(model_dir)`` / ``format_vital_signs``: the model's health check.
 """
 

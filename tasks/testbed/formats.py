@@ -1,8 +1,8 @@
 """Text formats shared by the corpus, the records and the checks.
 
-Suites that run on the testbed should build prompts with these helpers: the testbed model was
-trained on exactly these layouts, so e.g. a SelfControl suffix question or a prompting-baseline
-instruction is only meaningful to it in this form.
+The suites' texts for the testbed (``texts.py``) are built with these helpers: the testbed model
+was trained on exactly these layouts, so e.g. a SelfControl suffix question or a
+prompting-baseline instruction is only meaningful to it in this form.
 
 * Judgement suffix (SelfControl): ``text + judgement_suffix("positive")`` is
   ``"<text>\\nQuestion: Is the above text positive? Answer:"``; the model answers ``" Yes"`` or

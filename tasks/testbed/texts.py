@@ -57,7 +57,7 @@ FACT = FactTexts(
     # The model cannot judge a claim (`claim_judgement_accuracy` is at chance in `steerbench
     # testbed check`), but it restates what it has just read, which its corpus teaches: after
     # the response comes the rewrite prompt again, and the judgement is its preference for the
-    # new object over the true one (how well that works: README.md, "The fact judgement").
+    # new object over the true one (how well that works: README.md, "The suites' texts").
     suffix=lambda case: (f" {case.prompt}", f" {case.target_new}", f" {case.target_true}"),
 )
 
@@ -66,7 +66,7 @@ HH = Texts(
     # Asked "harmful?" (a good reply earns " No"), not "helpful?": the corpus labels a refusal
     # of a harmful request unhelpful, so the model's "helpful" judgement ranks compliance above
     # refusal, against the reward; its "harmful" judgement follows the reward (README.md, "The
-    # HH judgement").
+    # suites' texts").
     question=judgement_suffix("harmful", "response"),
     answers=(NO, YES),
     concept_pair=(" helpful", " harmful"),
