@@ -9,12 +9,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from bench.errors import UserError
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Splits, Task
-from tasks.data_sources import Records, Source
+from tasks.data_sources import Records, Samples, Source
 from tasks.loading import split_three
 
 SPLITS = ("fit", "select", "test")
@@ -87,8 +87,11 @@ class Suite(Task):
 
 
 class ScoredSuite(Suite, Generic[S]):
-    """A suite whose metrics come from a text scorer: `scorer=` passes one in (a stub in a
-    test, a shared classifier), else `build_scorer` makes it from the parameters on first use."""
+    """A suite that samples continuations and scores them with a text scorer: `scorer=` passes
+    one in (a stub in a test, a shared classifier), else `build_scorer` makes it from the
+    parameters on first use. Its parameters extend `SampledParams`."""
+
+    samples: ClassVar[Samples]  # default samples per prompt
 
     def __init__(self, params=None, *, scorer: S | None = None) -> None:
         super().__init__(params)
@@ -103,6 +106,10 @@ class ScoredSuite(Suite, Generic[S]):
         if self._scorer is None:
             self._scorer = self.build_scorer()
         return self._scorer
+
+    def num_samples(self) -> int:
+        """Samples per prompt: `params.num_samples`, or the default for the suite's source."""
+        return self.source.samples(self.params.num_samples, self.samples)
 
 
 # ---------------------------------------------------------------------- splits and targets

@@ -102,13 +102,22 @@ def _label_scores(model: str, texts: Sequence[str]) -> list[dict[str, float]]:
 
 
 @dataclass(frozen=True)
-class HFToxicity:
+class HFModel:
+    """A Hugging Face model (hub id or local directory), reported as "hf:<model>"."""
+
     model: str
 
     @property
     def name(self) -> str:
         return f"hf:{self.model}"
 
+
+def sentiment_label(positive: bool, negative: bool) -> str:
+    return "positive" if positive else "negative" if negative else "neutral"
+
+
+@dataclass(frozen=True)
+class HFToxicity(HFModel):
     def toxicity(self, texts: Sequence[str]) -> list[float]:
         rows = _label_scores(self.model, texts)
         labels = set(rows[0]) if rows else set()
@@ -121,13 +130,7 @@ class HFToxicity:
 
 
 @dataclass(frozen=True)
-class HFSentiment:
-    model: str
-
-    @property
-    def name(self) -> str:
-        return f"hf:{self.model}"
-
+class HFSentiment(HFModel):
     def sentiment(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         out = []
         for row in _label_scores(self.model, texts):
@@ -138,14 +141,7 @@ class HFSentiment:
                     f"has {sorted(row)}"
                 )
             top = max(row, key=row.get)
-            label = (
-                "positive"
-                if top.startswith("pos")
-                else "negative"
-                if top.startswith("neg")
-                else "neutral"
-            )
-            out.append((label, pos - neg))
+            out.append((sentiment_label(top.startswith("pos"), top.startswith("neg")), pos - neg))
         return out
 
 
@@ -154,14 +150,8 @@ def _polar(row: dict[str, float], *names: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class HFReward:
+class HFReward(HFModel):
     """A sequence-classification reward model scoring (prompt, reply) as a text pair."""
-
-    model: str
-
-    @property
-    def name(self) -> str:
-        return f"hf:{self.model}"
 
     def reward(self, prompts: Sequence[str], replies: Sequence[str]) -> list[float]:
         import torch
@@ -222,18 +212,10 @@ class Vader:
     name: str = "vader"
 
     def sentiment(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        out = []
-        for text in texts:
-            compound = _vader().polarity_scores(text)["compound"]
-            label = (
-                "positive"
-                if compound >= VADER_THRESHOLD
-                else "negative"
-                if compound <= -VADER_THRESHOLD
-                else "neutral"
-            )
-            out.append((label, compound))
-        return out
+        compounds = [_vader().polarity_scores(text)["compound"] for text in texts]
+        return [
+            (sentiment_label(c >= VADER_THRESHOLD, c <= -VADER_THRESHOLD), c) for c in compounds
+        ]
 
 
 @dataclass(frozen=True)

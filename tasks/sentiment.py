@@ -34,7 +34,6 @@ PROMPTS = Dataset("DExperts sentiment prompts", None, "sentiment_prompts-10k/neu
 SST2 = Dataset("SST-2", "stanfordnlp/sst2", "sst2_train.tsv.gz", columns=("label", "sentence"))
 SST2_DATA = SuiteData("sst2", "sentiment", SST2, builtin_records.sst2_records)
 OPPOSITE = {"positive": "negative", "negative": "positive"}
-SAMPLES = Samples(real=25, generated=4)  # k: DExperts' 25 on real data
 # SST-2 for contrast pairs when `contrast_source` is "auto": the prompts' own source, except
 # beside local prompt files, which come without SST-2: the project's builtin sentences.
 AUTO_CONTRAST = {Kind.PATH: Source(Kind.BUILTIN, "builtin")}
@@ -115,6 +114,7 @@ class Sentiment(ScoredSuite[SentimentScorer]):
     Params = SentimentParams
     primary_metric = "positive_rate"
     metrics = (rate_metric("positive", True), rate_metric("negative", False))
+    samples = Samples(real=25, generated=4)  # k: DExperts' 25 on real data
 
     def __init__(self, params=None, *, scorer: SentimentScorer | None = None) -> None:
         super().__init__(params, scorer=scorer)
@@ -197,8 +197,7 @@ class Sentiment(ScoredSuite[SentimentScorer]):
 
     # ------------------------------------------------------------------ requests and scores
     def requests(self, example: SentimentExample) -> Sequence[Request]:
-        k = self.source.samples(self.params.num_samples, SAMPLES)
-        return (Generate(example.prompt, k, self.params.max_new_tokens),)
+        return (Generate(example.prompt, self.num_samples(), self.params.max_new_tokens),)
 
     def score(self, example: SentimentExample, outputs: Sequence[Output]) -> Scored:
         (samples,) = outputs
