@@ -44,7 +44,7 @@ class SuiteData:
     """A suite's data set under each kind of source."""
 
     name: str  # in the description of its records ("builtin:<name>", "testbed:<name>:seed=0")
-    testbed: str  # the testbed's record set (`tasks.testbed.records.SUITES`)
+    testbed: str | None  # the testbed's record set (`tasks.testbed.records.SUITES`); None: none
     dataset: Dataset  # the real data: hub id and original file layout
     builtin: Callable[[], list[dict[str, Any]]]  # the project's own records in that schema
 
@@ -91,18 +91,20 @@ class Traits:
     texts: Callable[[str], Any] | None = None
 
 
-def _no_testbed() -> UserError:
-    return UserError(
-        "the built-in testbed is not available in this installation; "
-        "set the task's params.source to 'builtin', 'hub' or a local file"
-    )
+NOT_INSTALLED = "the built-in testbed is not available in this installation"
+
+
+def _no_testbed(what: str) -> UserError:
+    return UserError(f"{what}; set the task's params.source to 'builtin', 'hub' or a local file")
 
 
 def _read_testbed(source: Source, data: SuiteData, seed: int, split: str, data_dir) -> Records:
     try:
         from tasks.testbed.records import testbed_records
     except ImportError:
-        raise _no_testbed() from None
+        raise _no_testbed(NOT_INSTALLED) from None
+    if data.testbed is None:
+        raise _no_testbed(f"the testbed has no records for {data.name}")
     parts = testbed_records(data.testbed, seed)
     return Records(f"testbed:{data.name}:seed={seed}", parts=parts)
 
@@ -120,7 +122,9 @@ def _testbed_texts(suite: str) -> Any:
     try:
         from tasks.testbed.texts import TEXTS
     except ImportError:
-        raise _no_testbed() from None
+        raise _no_testbed(NOT_INSTALLED) from None
+    if suite not in TEXTS:
+        raise _no_testbed(f"the testbed has no texts for the {suite} suite")
     return TEXTS[suite]
 
 

@@ -242,3 +242,53 @@ def test_suites_and_the_offline_scorers_import_nothing_from_the_testbed():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_new_suite_on_its_own_data_needs_only_its_module_and_its_table(tmp_path):
+    """A suite with no testbed version: its data set and its texts are all it declares."""
+    from dataclasses import dataclass
+
+    from bench.target import SteeringTarget
+    from bench.task import Example, Scored
+    from tasks.common import Suite, SuiteParams, Texts, build_splits
+    from tasks.data_sources import SuiteData
+
+    @dataclass(frozen=True)
+    class Question(Example):
+        text: str
+
+    data = SuiteData("qa", None, DS, lambda: [{"q": f"Q{i}?"} for i in range(8)])
+    texts = Texts(
+        ("Answer briefly.",), "\nQuestion: Is the above answer brief? Answer:", (" a", " b")
+    )
+
+    class QA(Suite):
+        name, Params, primary_metric = "qa", SuiteParams, "brevity"
+
+        def __init__(self, params=None) -> None:
+            super().__init__(params)
+            self.texts = self.source.texts(self.name, texts)
+
+        def load(self):
+            records = self.source.records(data, seed=self.params.seed)
+            return build_splits(records, lambda r, key: Question(key, r["q"]), self.params)
+
+        def target(self, example, splits):
+            return SteeringTarget("qa", instructions=self.texts.instructions)
+
+        def requests(self, example):
+            return ()
+
+        def score(self, example, outputs):
+            return Scored({})
+
+    small = dict(n_fit=2, n_select=2, n_test=4)
+    builtin = QA(SuiteParams(source="builtin", **small))
+    assert builtin.load().source == "builtin:qa" and builtin.texts is texts
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"q": f"R{i}?"}) + "\n" for i in range(6)))
+    assert {e.text for e in QA(SuiteParams(source=str(path), **small)).load().test} <= {
+        f"R{i}?" for i in range(6)
+    }
+    with pytest.raises(UserError, match="the testbed has no texts for the qa suite"):
+        QA()
