@@ -13,10 +13,12 @@ produces the attention and MLP outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from bench.errors import UserError
 
-SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
+SITES: tuple[str, ...] = get_args(Site)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class HookPoint:
     on_input: bool  # resid_pre hooks the block's input (a forward pre-hook)
 
 
+def hook_name(layer: int, site: str) -> str:
+    """The hook point name of `site` in block `layer` (negative counts from the end)."""
+    return f"layers.{layer}.{site}"
+
+
 def layout_for(model_type: str) -> Layout:
     try:
         return LAYOUTS[model_type]
@@ -81,4 +88,4 @@ def resolve(name: str, model_type: str, n_layers: int) -> HookPoint:
     path = {"resid_pre": block, "resid_post": block}.get(site)
     if path is None:
         path = f"{block}.{layout.attn if site == 'attn_out' else layout.mlp}"
-    return HookPoint(f"layers.{layer}.{site}", layer, site, path, on_input=site == "resid_pre")
+    return HookPoint(hook_name(layer, site), layer, site, path, on_input=site == "resid_pre")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from bench.architectures import HookPoint, resolve
 from bench.errors import UserError
 from bench.positions import PositionTracker, TokenPositions
+from bench.tensors import padded
 
 # A steering hook gets the hooked activation (batch, seq, d_model) and the positions of its
 # tokens, and returns a replacement activation (or None to leave it as it is).
@@ -268,14 +269,7 @@ class Subject:
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
 
     def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return padded(rows, self.tokenizer.pad_token_id, side="left", device=self.device)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -408,13 +402,7 @@ class Subject:
             ctx = ctx[-(limit - len(cont)) :]  # truncate the context from the left
             rows.append(ctx + cont)
             ctx_lens.append(len(ctx))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = padded(rows, self.tokenizer.pad_token_id, side="right", device=self.device)
         lengths = torch.tensor(ctx_lens, device=self.device)
         with torch.no_grad(), self.positions.prompt_lengths(lengths):
             logits = self.model(input_ids=ids, attention_mask=mask).logits  # (batch, seq, vocab)

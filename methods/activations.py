@@ -1,9 +1,10 @@
-"""Batched activation reading and the vector-adding steering hook shared by the vector methods.
+"""Activation reading shared by the methods, and the vector-adding steering hook.
 
-Reading: texts are tokenised the way prompts are (`Subject.encode`), sorted by length, and run
-in right-padded chunks with capture hooks at the requested hook points (the same hook points the
-vectors are later added at, so fitting and steering see the same space). One forward per chunk,
-never one per text.
+Reading: `forward_capture` reads the activations at some hook points in one forward pass (the
+same hook points vectors are later added at, so fitting and steering see the same space) and
+stops the pass once it has them. `collect` tokenises texts the way prompts are
+(`Subject.encode`), sorts them by length, and reads them in right-padded chunks: one forward
+per chunk, never one per text.
 
 Steering: `AddVector` adds a vector (d,) at the positions a spec selects, or an ActAdd matrix
 (k, d) at absolute prompt positions 0..k-1. It does tensor ops only (no `.item()`, no Python
@@ -21,6 +22,7 @@ import torch
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import Subject
+from bench.tensors import padded
 
 Reduce = Literal["last", "mean", "none"]
 
@@ -31,14 +33,8 @@ def n_leading_special(subject: Subject) -> int:
 
 
 def right_padded(subject: Subject, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
-    """(ids, mask) of shape (batch, width), real tokens first then padding."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), subject.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(subject.device), mask.to(subject.device)
+    """(ids, mask) of shape (batch, width) on the subject's device, real tokens first."""
+    return padded(rows, subject.tokenizer.pad_token_id, side="right", device=subject.device)
 
 
 def encode_texts(subject: Subject, texts: Sequence[str]) -> list[list[int]]:
@@ -48,20 +44,35 @@ def encode_texts(subject: Subject, texts: Sequence[str]) -> list[list[int]]:
     return [r or [fallback] for r in rows]
 
 
+class _Captured(Exception):
+    """Raised by a capture hook once every wanted activation is read, to stop the forward."""
+
+
 def forward_capture(
     subject: Subject, ids: torch.Tensor, mask: torch.Tensor, points: Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """Activations (batch, seq, d_model) at each hook point for one forward of `ids`."""
+    """Activations (batch, seq, d_model) at each hook point for one forward of `ids` (batch,
+    seq) under attention `mask`, without gradient, as the steering attached so far makes them.
+
+    The forward stops once the last of them is read: the layers after it cannot change them.
+    """
     captured: dict[str, torch.Tensor] = {}
+    wanted = set(points)
 
     def capture(name: str) -> Callable:
         def fn(hidden: torch.Tensor, positions: TokenPositions) -> None:
             captured[name] = hidden.detach()
+            if len(captured) == len(wanted):
+                raise _Captured
 
         return fn
 
-    with torch.no_grad(), attached(subject, hooks=[(p, capture(p)) for p in points]):
-        subject.model(input_ids=ids, attention_mask=mask)
+    device = subject.device
+    try:
+        with torch.no_grad(), attached(subject, hooks=[(p, capture(p)) for p in points]):
+            subject.model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    except _Captured:
+        pass
     return captured
 
 

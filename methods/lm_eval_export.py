@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.architectures import resolve
+from bench.architectures import hook_name, resolve
 from bench.errors import UserError
 from bench.state import State
 from bench.subject import Subject
@@ -43,7 +43,7 @@ def lm_eval_hookpoint(point: str, *, model_type: str, n_layers: int, base_prefix
                 f"{point}: the input of the first block has no block output to hook in lm-eval; "
                 "fit at layer >= 1 or at resid_post"
             )
-        hook = resolve(f"layers.{hook.layer - 1}.resid_post", model_type, n_layers)
+        hook = resolve(hook_name(hook.layer - 1, "resid_post"), model_type, n_layers)
     prefix = f"{base_prefix}."
     if not hook.module_path.startswith(prefix):
         raise UserError(f"{point}: module {hook.module_path} is outside the base model")
@@ -67,7 +67,7 @@ def steer_config(
                 "lm-eval adds one vector at every position"
             )
         point = lm_eval_hookpoint(
-            f"layers.{layer}.{site}",
+            hook_name(layer, site),
             model_type=model_type,
             n_layers=n_layers,
             base_prefix=base_prefix,

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench.architectures import hook_name
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import HookFn, Subject
-from methods.selfcontrol_engine import frozen_parameters
+from bench.tensors import frozen, padded, position_ids_of
 
 
 class PrefixHooks:
@@ -52,7 +53,7 @@ class PrefixHooks:
 
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [
-            (f"layers.{layer}.resid_post", self._hook(k)) for k, layer in enumerate(self.layers)
+            (hook_name(layer, "resid_post"), self._hook(k)) for k, layer in enumerate(self.layers)
         ]
 
     def _hook(self, k: int) -> HookFn:
@@ -83,7 +84,7 @@ class Recorder:
 
             return hook
 
-        return [(f"layers.{layer}.resid_post", make(layer)) for layer in self.layers]
+        return [(hook_name(layer, "resid_post"), make(layer)) for layer in self.layers]
 
     def stacked(self) -> torch.Tensor:  # (n_layers, batch, seq, d)
         return torch.stack([self.states[layer] for layer in self.layers])
@@ -99,15 +100,9 @@ class Batch:
 
     @classmethod
     def of(cls, subject: Subject, rows: Sequence[Sequence[int]]) -> Batch:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), subject.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = subject.device
-        return cls(ids.to(device), mask.to(device), position_ids.to(device))
+        pad = subject.tokenizer.pad_token_id
+        ids, mask = padded(rows, pad, side="left", device=subject.device)
+        return cls(ids, mask, position_ids_of(mask))
 
     def forward(self, subject: Subject) -> None:
         subject.model(
@@ -168,7 +163,7 @@ def train_prefix(
     prefix = PrefixHooks(layers, keys, values, cfg.heads)
     losses = []
     with (
-        frozen_parameters(subject.model),
+        frozen(subject.model),
         torch.enable_grad(),
         attached(subject, hooks=prefix.hooks()),
         recording(subject) as recorder,

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.positions import TokenPositions
 from bench.subject import HookFn, Subject
 from bench.target import SuffixQuestion
+from bench.tensors import frozen, padded, position_ids_of
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class DeltaHooks:
 
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [
-            (f"layers.{layer}.resid_post", self._hook(k)) for k, layer in enumerate(self.layers)
+            (hook_name(layer, "resid_post"), self._hook(k)) for k, layer in enumerate(self.layers)
         ]
 
     @contextmanager
@@ -139,33 +141,12 @@ class DeltaHooks:
         return hidden + added * mask.unsqueeze(-1).to(hidden.dtype)
 
 
-@contextmanager
-def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad inside (no graph through weights); flags restored after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _left_pad(
     subject: Subject, rows: Sequence[Sequence[int]]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ids, attention mask and position ids (batch, width), left padded."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), subject.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    device = subject.device
-    return ids.to(device), mask.to(device), position_ids.to(device)
+    ids, mask = padded(rows, subject.tokenizer.pad_token_id, side="left", device=subject.device)
+    return ids, mask, position_ids_of(mask)
 
 
 def last_logits(subject: Subject, rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -306,7 +287,7 @@ def suffix_gradients(
 
     Returns (K, n, L, d); each token's gradient is clipped to L2 norm <= max_norm.
     """
-    with frozen_parameters(subject.model), torch.enable_grad():
+    with frozen(subject.model), torch.enable_grad():
         probe = deltas.detach().clone().requires_grad_(True)  # d log s / d probe = d / d hidden
         with hooks.active(probe, lengths):
             gap = suffix_logit_gap(subject, prompts, responses, suffix)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.state import State
 from bench.subject import Subject
@@ -56,7 +57,7 @@ def test_lm_eval_steered_model_matches_our_steering(build, site, layers, tmp_pat
     # The file is plain data: it loads without unpickling code.
     assert set(torch.load(path, weights_only=True)) == {
         lm_eval_hookpoint(
-            f"layers.{i}.{site}",
+            hook_name(i, site),
             model_type=subject.model_type,
             n_layers=subject.n_layers,
             base_prefix=subject.model.base_model_prefix,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.params import parse
 from bench.state import State
@@ -30,7 +31,7 @@ def observed(subject, hookpoint: str, text: str) -> torch.Tensor:
 
 def plain_attn_out(subject, text: str, layer: int) -> torch.Tensor:
     """attn_out at `layer` through a plain torch hook (independent of the method's capture)."""
-    point = subject.hookpoint(f"layers.{layer}.attn_out")
+    point = subject.hookpoint(hook_name(layer, "attn_out"))
     out = []
     handle = subject.module(point).register_forward_hook(
         lambda m, a, o: out.append((o[0] if isinstance(o, tuple) else o).detach())
