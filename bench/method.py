@@ -1,7 +1,10 @@
 """The method interface: fit a state for a steering target, then steer with it at a strength.
 
+A method implements `fit` and `steered`; callers enter `steer`, which attaches nothing at
+strength 0 and hands every other strength to `steered`.
+
 Contract for every method (checked by tests/test_method_contract.py):
-- strength 0 reproduces the unsteered logits exactly;
+- strength 0 reproduces the unsteered logits exactly (by construction: `steer` attaches nothing);
 - nothing attached by `steer` survives the context, also when its body raises;
 - `State.save` / `State.load` round-trips the fitted state;
 - the same seed gives the same outputs.
@@ -11,9 +14,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import ClassVar, final
 
 from bench.state import State
 from bench.subject import Subject
@@ -46,11 +49,22 @@ class Method(ABC):
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
         """Everything the method learns for `target`; may be cheap (e.g. empty for prompting)."""
 
-    @abstractmethod
+    @final
     def steer(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        """Steering in effect inside the context; use `bench.steering.attached` to attach."""
+        """Steering in effect inside the context. Strength 0 attaches nothing, so it is the
+        unsteered model exactly whatever the method; methods implement `steered`, not this."""
+        if strength == 0:
+            return nullcontext()
+        return self.steered(subject, state, strength)
+
+    @abstractmethod
+    def steered(
+        self, subject: Subject, state: State, strength: float
+    ) -> AbstractContextManager[None]:
+        """Steering at a nonzero `strength` (called through `steer` only); attach with
+        `bench.steering.attached`, so that everything is removed when the context ends."""
 
     def fit_key_parts(self) -> dict:
         """What the fitted state depends on, besides the target and the model."""

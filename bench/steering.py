@@ -1,6 +1,6 @@
 """The one way steering is applied: a context manager that attaches and always detaches.
 
-Methods implement `steer()` by yielding inside `attached(...)`; whatever they attach (hooks at
+Methods implement `Method.steered()` by returning `attached(...)`; whatever they attach (hooks at
 hook points, prompt transforms, generation or log-likelihood overrides) is removed in
 `finally`, also when the body raises, so no steering outlives its context.
 """

@@ -21,12 +21,13 @@ Strength 0 attaches nothing, so it reproduces the unsteered model exactly.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.method import Method
 from bench.positions import TokenPositions, validate_position_spec
@@ -34,10 +35,10 @@ from bench.state import State
 from bench.steering import attached
 from bench.subject import Subject
 from bench.target import SteeringTarget
+from methods.activations import forward_capture
 from methods.memory_xattn import (
     MODULE_VERSION,
     TrainConfig,
-    capture,
     load_module,
     module_config,
     train_module,
@@ -64,7 +65,8 @@ def memory_activations(
     """The memory's activation at `hookpoint` at every one of its positions, (n_tokens, d_model)."""
     ids, _ = memory_tokens(subject, text, repeat)
     row = torch.tensor([ids], dtype=torch.long)
-    return capture(subject, hookpoint, row, torch.ones_like(row))[0].float().cpu()
+    acts = forward_capture(subject, row, torch.ones_like(row), [hookpoint])
+    return acts[hookpoint][0].float().cpu()
 
 
 def _position_mask(positions: TokenPositions | None, spec: str, hidden: torch.Tensor):
@@ -81,22 +83,20 @@ def _model_dtype(subject: Subject) -> torch.dtype:
 # ---------------------------------------------------------------------------- training-free
 @dataclass(frozen=True)
 class MemoryAddParams:
-    # L (negative counts from the end); None: early (n_layers // 8) for the aligned pool, as
-    # ActAdd's front injection, mid-depth (n_layers // 2) for one vector (the post used GPT-2's
-    # layer 11). Testbed fact injection, aligned, strength 2: layer 0 efficacy 0.06, perplexity
-    # x0.98; layer 2 efficacy 0, x1.31 (select split).
+    # L (negative counts from the end); None: early (n_layers // 8) for the aligned pool, which
+    # like ActAdd's front injection writes to the first positions and reaches later tokens only
+    # through attention, so it must go in before the layers that read it; mid-depth
+    # (n_layers // 2) for one vector added everywhere (the post used GPT-2's layer 11).
     layer: int | None = None
     # Which of the memory's attn_out vectors to add: its last position's, the mean over its
     # positions, or "aligned": memory token k's to sequence position k (after any BOS), as if
-    # the memory's reading of itself were superimposed on the start of the text. Aligned is
-    # the one that injects facts (testbed fact injection, test split: CounterFact score 0 ->
-    # 0.175 at strength 2, perplexity x0.98 on select but x1.77 on test, where "last" stayed
-    # at 0 within the budget); "last" moved the HH-RLHF reward more (select 0.28 -> 0.80).
+    # the memory's reading of itself were superimposed on the start of the text. Aligned keeps
+    # the memory token by token, which a fact needs (one pooled vector loses which name goes
+    # with which attribute); a pooled vector carries a tone or a preference (README: figures).
     pool: Literal["last", "mean", "aligned"] = "aligned"
     # all | prompt | generated | first:K. Prompt positions only: the memory shapes how the
-    # prompt is read, the generated tokens are left alone. On the testbed that kept perplexity
-    # within x1.25 at strength 4 on every suite, where "all" reached x1.7 (facts) to x10
-    # (sentiment), at a similar effect.
+    # prompt is read and the generated tokens are left alone, which costs far less fluency
+    # than adding at every position for a similar effect.
     positions: str = "prompt"
     repeat: int = 1  # the memory text repeated this many times (the post repeated "Neil Armstrong")
 
@@ -120,7 +120,7 @@ class MemoryAdd(Method):
         p = self.params
         default = subject.n_layers // 8 if p.pool == "aligned" else subject.n_layers // 2
         layer = default if p.layer is None else p.layer
-        point = subject.hookpoint(f"layers.{layer}.attn_out").name
+        point = subject.hookpoint(hook_name(layer, "attn_out")).name
         acts = memory_activations(subject, target.memory or "", point, p.repeat)  # (m, d)
         _, n_special = memory_tokens(subject, target.memory or "", p.repeat)
         # Special tokens the tokenizer prepends (BOS) carry no memory content: leave them out of
@@ -140,11 +140,9 @@ class MemoryAdd(Method):
             },
         )
 
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        if strength == 0:
-            return nullcontext()
         spec = self.params.positions
         # (d_model,) or, aligned, (m, d_model): scaled once here, not per forward call.
         delta = (state.tensors["vector"] * strength).to(subject.device, _model_dtype(subject))
@@ -181,12 +179,14 @@ def _aligned(delta: torch.Tensor, meta: dict, spec: str):
 @dataclass(frozen=True)
 class MemoryXAttnParams:
     # L: keys/values from attn_out at L; queries from, and output into, attn_out at L-1.
-    # None: mid-depth (n_layers // 2; layer 2 of the testbed's 4 was best of 1, 2, 3 there).
+    # None: mid-depth (n_layers // 2): the best of the layers tried on the testbed (README).
     layer: int | None = None
     positions: str = "all"  # all | prompt | generated | first:K
     heads: int = 4  # attention heads of the module (d_model must be divisible by it)
     # Training (once per model and training config; cached under <cache>/memory_xattn/<key>/).
-    corpus: str = "testbed"  # "testbed", a .txt / .jsonl(.gz) file, or a `datasets` id
+    # "testbed" (or "model"): the documents the model was trained on, from its model source;
+    # else a .txt / .jsonl(.gz) file or a `datasets` id (see `methods.memory_corpus`).
+    corpus: str = "testbed"
     corpus_split: str = "train"  # split of a `datasets` id
     text_field: str = "text"  # field of a .jsonl record or a `datasets` row
     corpus_texts: tuple[str, ...] = ()  # inline documents; when given, `corpus` is ignored
@@ -197,8 +197,9 @@ class MemoryXAttnParams:
     lr: float = 2e-3
     seed: int = 0
     checkpoint_every: int = 50  # steps between resumable checkpoints (not part of the cache key)
-    # CPU threads while training (0: torch's setting). One is several times faster than two on a
-    # busy 2-core machine: the module's ops are small. Only rounding depends on it: not in the key.
+    # CPU threads while training (0: torch's setting). One by default: the module's ops are too
+    # small to gain from threads, whose overhead then dominates. Only rounding depends on it, so
+    # it is not part of the cache key.
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -215,7 +216,7 @@ class MemoryXAttnParams:
 
     def train_config(self, subject: Subject) -> TrainConfig:
         wanted = max(subject.n_layers // 2, 1) if self.layer is None else self.layer
-        layer = subject.hookpoint(f"layers.{wanted}.attn_out").layer
+        layer = subject.hookpoint(hook_name(wanted, "attn_out")).layer
         if layer < 1:
             raise UserError("memory_xattn: layer must be at least 1 (queries come from layer L-1)")
         if subject.d_model % self.heads:
@@ -261,11 +262,9 @@ class MemoryXAttn(Method):
             meta={"module": key, "memory_text": target.memory},
         )
 
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        if strength == 0:
-            return nullcontext()
         config = self.params.train_config(subject)
         key = state.meta["module"]
         # The module named by the state; if the cache lost it, retrain (same config, same key).

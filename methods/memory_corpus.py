@@ -1,6 +1,8 @@
 """Training text for the memory cross-attention module, and the windows it is trained on.
 
-Sources (the `corpus` parameter): "testbed" (the built-in testbed's corpus), a local `.txt` file
+Sources (the `corpus` parameter): "testbed" or its synonym "model" (documents the subject's model
+source says the model was trained on, `Subject.training_corpus`: the testbed's generated corpus
+for the testbed, of the experiment's testbed seed; a hub model has none), a local `.txt` file
 (documents separated by blank lines, or one per line when there are none), a local `.jsonl` /
 `.jsonl.gz` file (one record per line, the text in `text_field`), or a Hugging Face `datasets` id
 read from the local cache (no network). Inline `corpus_texts` override all of them.
@@ -25,20 +27,34 @@ import torch
 
 from bench.errors import UserError
 from bench.subject import Subject
+from bench.tensors import padded
 
 MIN_MEMORY_TOKENS = 4  # shortest memory span drawn in training
 EVAL_EVERY = 20  # every 20th document is held out for the evaluation loss
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".gz")
+# Corpus names meaning the documents the model itself was trained on ("testbed" came first and
+# stays: it is part of the cache keys of modules already trained).
+MODEL_CORPORA = ("testbed", "model")
 
 
 def load_texts(
-    corpus: str, split: str, text_field: str, inline: Sequence[str], max_documents: int, seed: int
+    corpus: str,
+    split: str,
+    text_field: str,
+    inline: Sequence[str],
+    max_documents: int,
+    seed: int,
+    *,
+    subject: Subject | None = None,
 ) -> list[str]:
-    """Up to `max_documents` non-empty documents, drawn with a seeded shuffle."""
+    """Up to `max_documents` non-empty documents, drawn with a seeded shuffle.
+
+    `subject`: the model whose training corpus the names in MODEL_CORPORA read.
+    """
     if inline:
         texts = list(inline)
-    elif corpus == "testbed":
-        texts = _testbed_texts(max_documents)
+    elif corpus in MODEL_CORPORA:
+        texts = _model_texts(subject, corpus, max_documents)
     elif Path(corpus).expanduser().is_file():
         texts = _file_texts(Path(corpus).expanduser(), text_field)
     elif Path(corpus).suffix in FILE_SUFFIXES or corpus.startswith(("/", ".", "~")):
@@ -61,13 +77,17 @@ def texts_hash(texts: Sequence[str]) -> str:
     return digest.hexdigest()[:20]
 
 
-def _testbed_texts(n_docs: int) -> list[str]:
-    """Documents of the testbed world's corpus generator (seed 0, the default testbed's)."""
-    try:
-        from tasks.testbed.world import generate_corpus
-    except ImportError as error:
-        raise UserError(f"the testbed corpus is not available ({error})") from None
-    return [doc.text for doc in generate_corpus(seed=0, n_docs=n_docs)]
+def _model_texts(subject: Subject | None, corpus: str, n_docs: int) -> list[str]:
+    """Up to `n_docs` documents the subject's model source trained it on."""
+    read = subject.training_corpus if subject is not None else None
+    texts = read(n_docs) if read is not None else None
+    if texts is None:
+        model = subject.name if subject is not None else "(none given)"
+        raise UserError(
+            f"memory corpus '{corpus}': the model {model} has no training corpus from its "
+            "source; give corpus= a file or dataset id"
+        )
+    return texts
 
 
 def _file_texts(path: Path, text_field: str) -> list[str]:
@@ -147,12 +167,7 @@ class Windows:
             length = int(torch.randint(MIN_MEMORY_TOKENS, n + 1, (1,), generator=gen))
             begin = int(torch.randint(0, n - length + 1, (1,), generator=gen))
             spans.append(self.prefix + row[begin : begin + length].tolist())
-        width = max(len(s) for s in spans)
-        memory = torch.full((size, width), self.pad, dtype=torch.long)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, span in enumerate(spans):
-            memory[i, : len(span)] = torch.tensor(span)
-            mask[i, : len(span)] = 1
+        memory, mask = padded(spans, self.pad, side="right")
         return Batch(torch.cat([prefix, windows], dim=1), memory, mask)
 
 

@@ -34,13 +34,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.progress import progress_enabled
 from bench.state import State, cache_root, content_key
 from bench.steering import attached
 from bench.subject import Subject
+from bench.tensors import frozen
 from bench.threads import torch_threads
-from methods.memory_corpus import Batch, Windows, load_texts, split_texts, texts_hash
+from methods.activations import forward_capture
+from methods.memory_corpus import (
+    MODEL_CORPORA,
+    Batch,
+    Windows,
+    load_texts,
+    split_texts,
+    texts_hash,
+)
 
 MODULE_VERSION = "1"  # bump when the module or its training changes, to retrain cached modules
 WARMUP_STEPS = 20
@@ -127,32 +137,6 @@ class MemoryCrossAttention(nn.Module):
         return self.attend(x, self.memory_kv(memory, mask))
 
 
-# ---------------------------------------------------------------------------- activations
-class _Captured(Exception):
-    """Raised by a capture hook to stop the forward pass once the wanted activation is read."""
-
-
-def capture(
-    subject: Subject, hookpoint: str, ids: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Activation at `hookpoint` for a right-padded batch, (batch, seq, d_model), no gradient.
-
-    The forward pass stops at the hook point: later layers are not computed.
-    """
-    grabbed: list[torch.Tensor] = []
-
-    def grab(hidden: torch.Tensor, positions) -> None:
-        grabbed.append(hidden.detach())
-        raise _Captured
-
-    try:
-        with torch.no_grad(), attached(subject, hooks=[(hookpoint, grab)]):
-            subject.model(input_ids=ids.to(subject.device), attention_mask=mask.to(subject.device))
-    except _Captured:
-        pass
-    return grabbed[0]
-
-
 # ---------------------------------------------------------------------------- cache
 _TEXTS: dict[tuple, list[str]] = {}
 _KEYS: dict[tuple, str] = {}
@@ -163,12 +147,20 @@ def module_config(subject: Subject, config: TrainConfig) -> ModuleConfig:
     return ModuleConfig(
         d_model=subject.d_model,
         heads=config.heads,
-        query_point=f"layers.{config.layer - 1}.attn_out",
-        memory_point=f"layers.{config.layer}.attn_out",
+        query_point=hook_name(config.layer - 1, "attn_out"),
+        memory_point=hook_name(config.layer, "attn_out"),
     )
 
 
-def corpus_texts(config: TrainConfig) -> list[str]:
+def _own_corpus(subject: Subject, config: TrainConfig) -> object:
+    """What tells the model's own corpus apart in the memos: the subject's function that reads
+    it (kept alive by the memo, so its id is never reused); None for any other corpus."""
+    own = config.corpus in MODEL_CORPORA and not config.corpus_texts
+    return subject.training_corpus if own else None
+
+
+def corpus_texts(subject: Subject, config: TrainConfig) -> list[str]:
+    """The module's training documents (read once per process and corpus)."""
     spec = (
         config.corpus,
         config.corpus_split,
@@ -177,16 +169,17 @@ def corpus_texts(config: TrainConfig) -> list[str]:
         config.max_documents,
         config.seed,
     )
-    if spec not in _TEXTS:
-        _TEXTS[spec] = load_texts(*spec)
-    return _TEXTS[spec]
+    memo = (_own_corpus(subject, config), spec)
+    if memo not in _TEXTS:
+        _TEXTS[memo] = load_texts(*spec, subject=subject)
+    return _TEXTS[memo]
 
 
 def module_key(subject: Subject, config: TrainConfig) -> str:
     """Content key of the module: model fingerprint, training config, the training text itself."""
-    memo = (subject.fingerprint(), config)
+    memo = (subject.fingerprint(), config, _own_corpus(subject, config))
     if memo not in _KEYS:
-        digest = texts_hash(corpus_texts(config))
+        digest = texts_hash(corpus_texts(subject, config))
         _KEYS[memo] = content_key(
             "memory_xattn", MODULE_VERSION, subject.fingerprint(), asdict(config), digest
         )
@@ -259,7 +252,7 @@ def _train(
     directory = module_dir(key)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = module_config(subject, config)
-    train_texts, held_texts = split_texts(corpus_texts(config))
+    train_texts, held_texts = split_texts(corpus_texts(subject, config))
     windows = Windows(subject, train_texts, config.seq_len, config.seed)
     try:
         held = Windows(subject, held_texts, config.seq_len, config.seed + 1)
@@ -278,7 +271,7 @@ def _train(
         unit="step",
         disable=not progress,
     )
-    with _frozen(subject.model), bar:
+    with frozen(subject.model), bar:
         while step < config.steps:
             if stop_after is not None and step >= stop_after:
                 return
@@ -332,7 +325,8 @@ def _loss(
     stream = batch.stream.to(subject.device)  # (batch, seq)
     hooks = []
     if module is not None:
-        memory = capture(subject, cfg.memory_point, batch.memory, batch.memory_mask).float()
+        acts = forward_capture(subject, batch.memory, batch.memory_mask, [cfg.memory_point])
+        memory = acts[cfg.memory_point].float()  # (batch, mem, d_model)
         kv = module.memory_kv(memory, batch.memory_mask.to(subject.device))
 
         def inject(hidden: torch.Tensor, positions) -> torch.Tensor:
@@ -349,21 +343,6 @@ def _learning_rate(config: TrainConfig, step: int) -> float:
     warm = min(1.0, (step + 1) / WARMUP_STEPS)
     decay = 0.5 * (1 + math.cos(math.pi * step / max(config.steps, 1)))
     return config.lr * warm * (0.1 + 0.9 * decay)
-
-
-class _frozen:
-    """Base model parameters need no gradient while the module trains; restored afterwards."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.flags = [(p, p.requires_grad) for p in model.parameters()]
-
-    def __enter__(self) -> None:
-        for p, _ in self.flags:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc) -> None:
-        for p, flag in self.flags:
-            p.requires_grad_(flag)
 
 
 def _save_checkpoint(

@@ -11,17 +11,18 @@ Which states: the paper matches the prompt positions only. By default (`train_on
 "prompt+response"`) the states on the teacher's own greedy response are matched too (for
 SelfControl: the response generated under the deltas, whose states feel them through
 attention) - a prefix also acts at every generated position, and without targets there it
-extrapolates. On the testbed this raised the cosine between the prefix's and SelfControl's
-state changes on held-out prompts' responses from 0.37 to 0.83 (0.43 to 0.98 on the training
-prompts). `train_on = "prompt"` is the paper's recipe. The targets come from few prompts (the
-filters keep those SelfControl improved), so keys and values are trained with AdamW weight decay
-(1.0): it keeps the prefix's reads small on unseen tokens (HH testbed prompts: perplexity at
-strength 1 from 4.6 to 2.8, unsteered 1.2) at a small cost in fit.
+extrapolates, so its state changes on responses follow the teacher's much less closely
+(README). `train_on = "prompt"` is the paper's recipe. The targets come from few prompts (the
+filters keep those the teacher improved), so keys and values are trained with AdamW weight decay
+(1.0): it keeps the prefix's reads small on tokens unlike the training prompts, which is where
+an untamed prefix hurt fluency most, at a small cost in fit.
 
 The teacher is SelfControl by default; any registered method can be distilled instead
-(`teacher = "caa"`, `teacher_params = {...}`, `teacher_strength = ...`): its `steer` context is
-entered and the states it produces on the prompt tokens are the targets (methods that only
-transform the prompt text change no hidden states and yield no data).
+(`teacher = "caa"`, `teacher_params = {...}`, `teacher_strength = ...`), through
+`methods.teaching`: a method implementing its `Teacher` protocol (SelfControl: deltas searched
+per prompt) says itself how it steered each prompt; any other has its `steer` context entered
+and the states it produces are the targets (methods that only transform the prompt text change
+no hidden states and yield no data).
 
 Strength scales the prefix's contribution linearly: 0 is the unsteered model exactly (nothing is
 attached), 1 the trained prefix, 2 twice its contribution. The prefix attends from every
@@ -31,8 +32,7 @@ position, prompt and generated, like a real prefix.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,11 +43,10 @@ from bench.method import Method
 from bench.params import parse
 from bench.state import State
 from bench.steering import attached
-from bench.subject import GenerationSettings, Subject
+from bench.subject import Subject
 from bench.target import SteeringTarget
 from methods.prefix_module import Batch, PrefixHooks, TrainConfig, record_states, train_prefix
-from methods.selfcontrol_engine import DeltaHooks
-from methods.selfcontrol_search import Optimised
+from methods.teaching import Lesson, Teaching, teaching_of
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class PrefixParams:
     # Positions whose states are matched: the prompt's (the paper), or also the teacher's own
     # greedy response to it, so the prefix learns how the steered model continues too.
     train_on: Literal["prompt", "prompt+response"] = "prompt+response"
-    train_steps: int = 100  # the MSE plateaus at ~10-20% of its start by ~50 steps (testbed)
+    train_steps: int = 100  # twice what the MSE takes to plateau on the testbed (README)
     lr: float = 0.01
     weight_decay: float = 1.0  # AdamW decay of keys/values: smaller reads on unseen tokens
     batch_size: int = 16
@@ -78,29 +77,6 @@ class PrefixParams:
             raise ValueError("prefix_len, heads, max_prompts and batch_size must be at least 1")
         if self.train_steps < 0 or self.lr <= 0 or self.max_delta_ratio <= 0:
             raise ValueError("train_steps must be >= 0, lr and max_delta_ratio positive")
-
-
-@dataclass(frozen=True)
-class Teaching:
-    """What a teacher provides: prompt rows and its responses, a context applying its steering
-    to rows [start, end), and which prompts it improved (None when it has no suffix score)."""
-
-    rows: list[list[int]]  # prompt token ids
-    responses: list[list[int]]  # the teacher's greedy response to each prompt
-    steering: Callable[[int, int], AbstractContextManager]
-    improved: torch.Tensor | None
-    scores: tuple[float, float] | None  # mean suffix score before / after, when known
-
-
-@contextmanager
-def _delta_rows(
-    subject: Subject, hooks: DeltaHooks, found: Optimised, start: int, end: int
-) -> Iterator[None]:
-    with (
-        attached(subject, hooks=hooks.hooks()),
-        hooks.active(found.deltas[:, start:end], found.lengths[start:end]),
-    ):
-        yield
 
 
 class PrefixController(Method):
@@ -129,43 +105,9 @@ class PrefixController(Method):
     def teach(self, subject: Subject, target: SteeringTarget) -> Teaching:
         p = self.params
         teacher = self.teacher()
-        state = teacher.fit(subject, target)
-        prompts = list(target.prompts[: p.max_prompts])
-        distil = getattr(teacher, "distillation", None)  # SelfControl: deltas per prompt
-        if distil is not None:
-            hooks, rows, found = distil(
-                subject,
-                state,
-                p.teacher_strength,
-                prompts,
-                p.distill_max_new_tokens,
-                p.batch_size,
-            )
-            return Teaching(
-                rows,
-                [candidates[0] for candidates in found.responses],
-                lambda start, end: _delta_rows(subject, hooks, found, start, end),
-                found.scores > found.initial_scores,
-                (float(found.initial_scores.mean()), float(found.scores.mean())),
-            )
-        budget = subject.max_length - p.distill_max_new_tokens
-        rows = [subject.encode(t)[-budget:] or [subject.tokenizer.eos_token_id] for t in prompts]
-        greedy = GenerationSettings(p.distill_max_new_tokens, 0.0, batch_size=p.batch_size)
-        with teacher.steer(subject, state, p.teacher_strength):
-            texts = subject.generate(prompts, greedy)
-        responses = [
-            subject.tokenizer(samples[0], add_special_tokens=False)["input_ids"][
-                : p.distill_max_new_tokens
-            ]
-            for samples in texts
-        ]
-        return Teaching(
-            rows,
-            responses,
-            lambda start, end: teacher.steer(subject, state, p.teacher_strength),
-            None,
-            None,
-        )
+        prompts = tuple(target.prompts[: p.max_prompts])
+        lesson = Lesson(prompts, p.teacher_strength, p.distill_max_new_tokens, p.batch_size)
+        return teaching_of(teacher, subject, teacher.fit(subject, target), lesson)
 
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
         p = self.params
@@ -243,11 +185,9 @@ class PrefixController(Method):
         return State(tensors={"keys": keys.cpu(), "values": values.cpu()}, meta=meta)
 
     # ------------------------------------------------------------------ steer
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        if strength == 0:
-            return nullcontext()
         m = state.meta
         keys = state.tensors["keys"].to(subject.device)
         values = state.tensors["values"].to(subject.device)

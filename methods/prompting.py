@@ -128,11 +128,11 @@ class Prompting(Method):
             level = Level(level.instruction, level.demonstrations[:-1])
 
     # ------------------------------------------------------------------ Method
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
         level = self.level_of(strength)
-        if level == 0:
-            return nullcontext()  # nothing attached: the unsteered model exactly
+        if level == 0:  # a strength below 0.5 rounds to level 0: the prompt as is
+            return nullcontext()
         prefix = self.prefix(subject, self.level(state, level))
         return attached(subject, prompt_transform=lambda prompt: prefix + prompt)

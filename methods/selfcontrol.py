@@ -14,23 +14,22 @@ Adapter choices (where the paper leaves the harness to decide):
 - Candidates follow the experiment's decoding (`candidates = "auto"`): for greedy decoding the
   paper's first-token branches (best wins); for sampled decoding B samples whose mean suffix
   score is the objective. With the paper's greedy branches the search optimises a response the
-  sampler rarely returns: on the testbed's toxicity suite (4 samples at temperature 1) it made
-  the samples more toxic (expected max toxicity 0.86 -> 0.89), sampled candidates less (0.77).
+  sampler rarely returns, and the samples actually drawn can move away from the target (README).
 - Step sizes are relative by default: the clipped gradient (the paper's direction) is rescaled
   per prompt so that a step of s moves the prompt's states of each of the K steered layers by
   s / K x their own RMS norm (the K moves add up in the residual stream). The
-  paper's raw steps (0.5 on Llama-2-7B) do not transfer across models - on the testbed the
-  suffix gradient per token is ~0.01, so they would move nothing; `step_scale = "absolute"`
+  paper's raw steps (0.5 on Llama-2-7B) do not transfer across models: the gradient's scale
+  depends on the model (on a small one a raw step moves nothing); `step_scale = "absolute"`
   restores them.
 - Sampled candidates use common random numbers (sample b of a prompt draws from the same
   uniforms in every trial), so the search compares step sizes on the same draws rather than
   rewarding the luckiest samples.
 - Fluency guard (`max_perplexity_ratio`, default 1.25; None turns it off): a step is kept only
   while its candidates' perplexity under the unsteered model stays within that ratio of the
-  unsteered candidates'. The suffix score alone is maximised by text that fools the judge
-  (testbed WebGPT: perplexity x224 at strength 1 without the guard, x1.05 with it). The
-  unsteered model reads the suffix question's `fluency_context` first where it has one
-  (fact injection: the new fact, as the suite's own fluency judgement does).
+  unsteered candidates'. The suffix score alone is maximised by text that fools the judge,
+  however disfluent (README). The unsteered model reads the suffix question's
+  `fluency_context` first where it has one (fact injection: the new fact, as the suite's own
+  fluency judgement does).
 - Strength scales every candidate step size (0 = unsteered, nothing attached); a negative
   strength steers toward the contrast answer instead.
 - The method is only as good as the model's own judgement: it maximises the suffix score,
@@ -53,8 +52,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -66,6 +65,7 @@ from bench.subject import ContinuationScore, GenerationSettings, Subject
 from bench.target import SteeringTarget, SuffixQuestion
 from methods.selfcontrol_engine import DeltaHooks, Suffix, decode
 from methods.selfcontrol_search import Optimised, SearchConfig, optimise
+from methods.teaching import Lesson, Teaching
 
 
 @dataclass(frozen=True)
@@ -296,11 +296,9 @@ class SelfControl(Method):
     def controller(self, subject: Subject, state: State, strength: float) -> Controller:
         return Controller(subject, self.params, suffix_of(state), strength)
 
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        if strength == 0:
-            return nullcontext()
         return self._steering(self.controller(subject, state, strength))
 
     def _steering(self, controller: Controller) -> AbstractContextManager[None]:
@@ -328,3 +326,34 @@ class SelfControl(Method):
         with attached(subject, hooks=controller.hooks.hooks()):
             found = controller.search(rows, max_new_tokens, batch_size)
         return controller.hooks, rows, found
+
+    def teaching(self, subject: Subject, state: State, lesson: Lesson) -> Teaching:
+        """The `Teacher` protocol (for the prefix controller): each prompt's searched deltas,
+        its best response, and whether the search raised its suffix score."""
+        hooks, rows, found = self.distillation(
+            subject,
+            state,
+            lesson.strength,
+            list(lesson.prompts),
+            lesson.max_new_tokens,
+            lesson.batch_size,
+        )
+        return Teaching(
+            rows,
+            [candidates[0] for candidates in found.responses],
+            lambda start, end: _delta_rows(subject, hooks, found, start, end),
+            found.scores > found.initial_scores,
+            (float(found.initial_scores.mean()), float(found.scores.mean())),
+        )
+
+
+@contextmanager
+def _delta_rows(
+    subject: Subject, hooks: DeltaHooks, found: Optimised, start: int, end: int
+) -> Iterator[None]:
+    """Rows [start, end) of the found deltas in effect (their rows of a batch, in order)."""
+    with (
+        attached(subject, hooks=hooks.hooks()),
+        hooks.active(found.deltas[:, start:end], found.lengths[start:end]),
+    ):
+        yield

@@ -13,14 +13,13 @@ Candidates, two ways:
   top-p; the prompt's score is their mean suffix score and the step follows the gradient of
   their mean log score - the judgement of the responses the harness will actually draw, not of
   one the sampler rarely returns. Sample b of a prompt is drawn from the same random numbers
-  in every trial (`CoupledSampling`): with independent draws the step that won was mostly the
-  one with the luckiest samples (testbed HH: search score 0.82 -> 0.92, fresh samples under
-  the kept deltas 0.82 -> 0.84).
+  in every trial (`CoupledSampling`): with independent draws the step that wins is mostly the
+  one with the luckiest samples, and its gain does not carry over to fresh samples (README).
 
 Fluency guard (`max_nll_increase`, not in the paper): a step is kept only if its candidates'
 mean per-token NLL under the unsteered model stays within the bound of the unsteered
-candidates'; otherwise the suffix score is maximised by text that fools the judge (testbed
-WebGPT: perplexity x224 at strength 1 without it).
+candidates'; otherwise the suffix score is maximised by text that fools the judge, however
+disfluent (README).
 """
 
 from __future__ import annotations

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
 
+from bench.architectures import Site, hook_name
 from bench.errors import UserError
 from bench.method import Method
 from bench.positions import validate_position_spec
@@ -35,6 +36,7 @@ from bench.state import State, content_key
 from bench.steering import attached
 from bench.subject import Subject
 from bench.target import SteeringTarget
+from bench.tensors import padded
 from methods.activations import (
     AddVector,
     PositionMask,
@@ -47,7 +49,6 @@ from methods.activations import (
 
 Pair = tuple[str, str]
 LayerSpec = int | tuple[int, ...] | Literal["middle", "early", "sweep"]
-Site = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
 HELD_OUT_EVERY = 4  # the layer sweep scores on every 4th pair, fits on the rest
 MAX_HELD_OUT = 64  # pairs scored per candidate layer
 
@@ -78,8 +79,7 @@ class PCAParams(CAAParams):
 @dataclass(frozen=True)
 class ActAddParams:
     # A vector added at the front positions only reaches later tokens through attention, so it
-    # must go in early. On the testbed (4 layers) the front injection at layer 0 moves sentiment
-    # 0.41 -> 0.78 at strength 4; at layers 1-3 it barely moves anything.
+    # must go in early, before the layers that read those positions.
     layer: LayerSpec = "early"
     sweep_layers: tuple[int, ...] = ()
     site: Site = "resid_pre"  # Turner et al. add to the residual stream entering block L
@@ -141,7 +141,7 @@ class VectorMethod(Method):
         else:
             layers = self._layers(subject)
         vectors = self.fit_layers(
-            subject, self.source(target), [f"layers.{i}.{site}" for i in layers]
+            subject, self.source(target), [hook_name(i, site) for i in layers]
         )
         tensors = {f"vector.{i}": v.float().cpu().contiguous() for i, v in zip(layers, vectors)}
         meta = {
@@ -159,11 +159,9 @@ class VectorMethod(Method):
         }
         return State(tensors, meta)
 
-    def steer(
+    def steered(
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
-        if strength == 0:
-            return nullcontext()  # nothing attached: bit-identical to the unsteered model
         if state.meta.get("model") not in (None, subject.fingerprint()):
             raise UserError(
                 f"{self.name}: the state was fit on model {state.meta.get('model_name')} "
@@ -175,13 +173,13 @@ class VectorMethod(Method):
         mask = self.mask(state, scoring=scoring)  # one mask shared by all layers' hooks
         site = state.meta["site"]
         return [
-            (f"layers.{i}.{site}", AddVector(strength * state.tensors[f"vector.{i}"], mask))
+            (hook_name(i, site), AddVector(strength * state.tensors[f"vector.{i}"], mask))
             for i in state.meta["layers"]
         ]
 
     # ------------------------------------------------------------------ layers
     def _layer(self, subject: Subject, layer: int) -> int:
-        return subject.hookpoint(f"layers.{layer}.{self.params.site}").layer
+        return subject.hookpoint(hook_name(layer, self.params.site)).layer
 
     def _layers(self, subject: Subject) -> list[int]:
         spec = self.params.layer
@@ -208,7 +206,7 @@ class VectorMethod(Method):
         site = self.params.site
         # Scored at strength 1 with each layer's own scale (a unit vector would favour the
         # early layers, whose activations are smallest).
-        points = [f"layers.{i}.{site}" for i in candidates]
+        points = [hook_name(i, site) for i in candidates]
         vectors = self.for_scoring().fit_layers(subject, fit_pairs, points)
         texts = [t for t, _ in held] + [a for _, a in held]
 
@@ -239,8 +237,9 @@ class CAA(VectorMethod):
     name = "caa"
     summary = "contrastive activation addition: mean difference over contrast pairs"
     Params = CAAParams
-    # Testbed (4 layers, middle layer): toxicity drops at 0.5 with perplexity x1.2, and
-    # collapses past 1; sentiment moves at 1-4 (see the closing note of issue 5).
+    # Fine steps below 1 up to 4: how far a mean difference can be scaled before fluency
+    # collapses differs by behaviour (some past 1, others need 1-4; README), and the sweep
+    # must cover both.
     default_strengths = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     version = "1"
 
@@ -350,8 +349,7 @@ class ActAdd(VectorMethod):
             if self.params.pad == "space" and len(space) == 1
             else subject.tokenizer.pad_token_id
         )
-        width = max(len(r) for r in rows)
-        return torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=subject.device)
+        return padded(rows, pad, side="right", device=subject.device)[0]
 
     def fit_layers(
         self, subject: Subject, pairs: tuple[Pair, ...], points: list[str]

@@ -204,6 +204,30 @@ def test_corpus_files(tmp_path):
     assert len(load_texts("x", "train", "text", tuple(CORPUS), 5, 0)) == 5
 
 
+def test_the_model_corpus_is_the_subjects_own(gpt2_subject, monkeypatch):
+    """ "testbed" (and its synonym "model") read the documents the subject's model source
+    trained it on; a model without one is a user error naming the way out."""
+    monkeypatch.setattr(gpt2_subject, "training_corpus", None)
+    with pytest.raises(UserError, match="'testbed': the model tiny-gpt2 has no training corpus"):
+        load_texts("testbed", "train", "text", (), 10, 0, subject=gpt2_subject)
+    asked = []
+
+    def corpus(n_docs: int) -> list[str]:
+        asked.append(n_docs)
+        return list(CORPUS[:n_docs])
+
+    monkeypatch.setattr(gpt2_subject, "training_corpus", corpus)
+    for name in ("testbed", "model"):
+        assert load_texts(name, "train", "text", (), 5, 0, subject=gpt2_subject) == CORPUS[:5]
+    assert asked == [5, 5]
+    config = params(corpus="model", corpus_texts=()).train_config(gpt2_subject)
+    key = mx.module_key(gpt2_subject, config)
+    monkeypatch.setattr(
+        gpt2_subject, "training_corpus", lambda n_docs: list(CORPUS[1 : n_docs + 1])
+    )
+    assert mx.module_key(gpt2_subject, config) != key  # another corpus, another module
+
+
 def test_missing_dataset_is_a_user_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

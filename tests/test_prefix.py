@@ -174,6 +174,15 @@ def test_distils_a_vector_method(gpt2_subject):
     assert cosine > 0.8, float(cosine)
 
 
+def test_a_teacher_of_its_own_is_told_by_the_protocol():
+    from methods.selfcontrol import SelfControl
+    from methods.teaching import Teacher
+    from methods.vectors import CAA
+
+    assert isinstance(SelfControl(), Teacher)  # deltas searched per prompt
+    assert not isinstance(CAA(), Teacher)  # taught through its steer context
+
+
 def test_a_prompt_only_teacher_gives_no_targets(gpt2_subject):
     method = PrefixController(PrefixParams(teacher="prompting", train_steps=5))
     with pytest.warns(UserWarning, match="no usable targets"):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from bench.architectures import hook_name
 from bench.cli import main as cli_main
 from bench.method import Method
 from bench.metric import Metric
@@ -217,7 +218,7 @@ class MeanDiff(Method):
         return bool(target.contrast_pairs)
 
     def fit(self, subject: Subject, target: SteeringTarget) -> State:
-        point = f"layers.{self.params.layer}.resid_post"
+        point = hook_name(self.params.layer, "resid_post")
         captured: list[torch.Tensor] = []
 
         def capture(hidden, positions):  # hidden: (1, seq, d_model)
@@ -231,7 +232,7 @@ class MeanDiff(Method):
                 diffs.append(captured[-2] - captured[-1])
         return State({"vector": torch.stack(diffs).mean(0)}, {"point": point})  # (d_model,)
 
-    def steer(self, subject: Subject, state: State, strength: float) -> AbstractContextManager:
+    def steered(self, subject: Subject, state: State, strength: float) -> AbstractContextManager:
         vector = state.tensors["vector"] * strength
 
         def add(hidden, positions):  # (batch, seq, d_model)

@@ -91,8 +91,6 @@ def test_changed_strength_computes_only_the_new_cells(tmp_path, gpt2_subject):
 
 
 def test_nan_at_high_strength_is_a_degenerate_cell_not_a_crash(tmp_path, gpt2_subject):
-    from contextlib import nullcontext
-
     from bench.method import Method
     from bench.registry import METHODS
     from bench.state import State
@@ -105,9 +103,7 @@ def test_nan_at_high_strength_is_a_degenerate_cell_not_a_crash(tmp_path, gpt2_su
         def fit(self, subject, target):
             return State()
 
-        def steer(self, subject, state, strength):
-            if strength == 0:
-                return nullcontext()
+        def steered(self, subject, state, strength):
             return attached(subject, hooks=[("layers.1.resid_post", lambda h, p: h * float("nan"))])
 
     exp = experiment(tmp_path, methods=(MethodSpec(name="nan_method"),), seeds=(0,))
