@@ -150,7 +150,7 @@ def test_heuristic_reward_prefers_a_civil_reply_to_an_insult_or_a_loop():
 def run_suite(tmp_path, subject, task: str, params: dict, methods=("prompting", "caa")) -> dict:
     """Run `task` through bench.runner.Runner on a tiny subject; the consolidated results."""
     from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
-    from bench.results import RunDir, read_jsonl
+    from bench.rundir import RunDir, read_jsonl
     from bench.runner import Runner
 
     specs = tuple(MethodSpec(name=m, strengths=(1.0,)) for m in methods)
