@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bench.errors import UserError
@@ -24,9 +25,10 @@ from bench.errors import UserError
 
 def _run(args: argparse.Namespace) -> int:
     from bench.config import load_experiment
-    from bench.sources import load_subject
-    from bench.results import RunDir, git_hash, package_versions
+    from bench.records import Manifest, MethodEntry, ModelInfo, TaskEntry
+    from bench.rundir import RunDir, git_hash, package_versions
     from bench.runner import Runner, build_methods, build_tasks, replace_output_dir
+    from bench.sources import load_subject
 
     experiment = replace_output_dir(load_experiment(args.experiment), args.output)
     build_methods(experiment.methods)  # validate names and parameters before loading a model
@@ -41,46 +43,36 @@ def _run(args: argparse.Namespace) -> int:
 
         evaluator = Subject.load(experiment.evaluator, device=experiment.model.device)
     runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress)
-    manifest = {
-        "schema": 1,
-        "experiment": experiment.to_dict(),
-        "experiment_file": str(args.experiment) if args.experiment else None,
-        "seeds": list(experiment.seeds),
-        "packages": package_versions(),
-        "git": git_hash(),
-        "model": {
-            "name": subject.name,
-            "fingerprint": subject.fingerprint(),
-            "type": subject.model_type,
-            "n_layers": subject.n_layers,
-        },
-        "evaluator": experiment.evaluator or "unsteered subject",
-        "methods": [
-            {"label": m.label, "name": m.method.name, "strengths": list(m.strengths)}
-            for m in runner.methods
-        ],
-        "tasks": [{"name": t.name, "scorers": dict(t.scorers())} for t in runner.tasks],
-        "started": started,
-        "status": "running",
-    }
-    run_dir.write_json("manifest.json", manifest)
+    manifest = Manifest(
+        status="running",
+        experiment=experiment.to_dict(),
+        experiment_file=str(args.experiment) if args.experiment else None,
+        seeds=tuple(experiment.seeds),
+        packages=package_versions(),
+        git=git_hash(),
+        model=ModelInfo(subject.name, subject.fingerprint(), subject.model_type, subject.n_layers),
+        evaluator=experiment.evaluator or "unsteered subject",
+        methods=tuple(MethodEntry(m.label, m.method.name, m.strengths) for m in runner.methods),
+        tasks=tuple(TaskEntry(t.name, dict(t.scorers())) for t in runner.tasks),
+        started=started,
+    )
+    run_dir.write_manifest(manifest)
     try:
         runner.run()
     except KeyboardInterrupt:
-        run_dir.write_json(
-            "manifest.json",
-            {**manifest, "status": "interrupted", "wall_seconds": time.time() - started},
-        )
+        wall = time.time() - started
+        run_dir.write_manifest(replace(manifest, status="interrupted", wall_seconds=wall))
         print(
             f"interrupted; finished cells are kept in {run_dir.root} (run again to resume)",
             file=sys.stderr,
         )
         return 130
-    for entry in manifest["tasks"]:
-        entry.update(runner.data.get(entry["name"], {}))
-    run_dir.write_json(
-        "manifest.json", {**manifest, "status": "complete", "wall_seconds": time.time() - started}
+    tasks = tuple(
+        replace(entry, source=runner.data[entry.name][0], sizes=runner.data[entry.name][1])
+        for entry in manifest.tasks
     )
+    wall = time.time() - started
+    run_dir.write_manifest(replace(manifest, status="complete", tasks=tasks, wall_seconds=wall))
     print(f"results: {run_dir.root}")
     if experiment.report:
         from reports import build_report

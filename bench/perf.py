@@ -11,51 +11,57 @@ not timed tests.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from bench.config import ModelConfig
-from bench.sources import load_subject
+from bench.config import GenerationConfig, ModelConfig
+from bench.errors import UserError
+from bench.evaluate import Evaluation, Steer, evaluate_cell, steering
 from bench.registry import METHODS, TASKS
-from bench.subject import GenerationSettings, Subject
-from bench.task import Generate
+from bench.sources import load_subject
+from bench.target import SteeringTarget
+from bench.task import Example, Generate, Task
 
 
-def time_generation(
-    subject: Subject,
-    prompts: list[str],
-    settings: GenerationSettings,
-    context: Callable[[], AbstractContextManager],
-) -> float:
-    start = time.perf_counter()
-    with context():
-        subject.generate(prompts, settings)
-    return time.perf_counter() - start
-
-
-def task_prompts(task_name: str, n: int) -> tuple[list[str], object]:
-    task = TASKS.get(task_name)()
+def task_examples(task: Task, n: int) -> tuple[list[Example], SteeringTarget]:
+    """`n` examples (repeated if the task has fewer) that generate and share one steering
+    target, so that one fitted state steers them all."""
     splits = task.load()
     examples = (*splits.select, *splits.test)
-    prompts = [r.prompt for ex in examples for r in task.requests(ex) if isinstance(r, Generate)]
-    if not prompts:
-        raise SystemExit(f"task {task_name} has no generation prompts")
-    prompts = (prompts * (n // len(prompts) + 1))[:n]
-    return prompts, task.target(examples[0], splits)
+    target = task.target(examples[0], splits)
+    usable = [
+        ex
+        for ex in examples
+        if task.target(ex, splits).name == target.name
+        and any(isinstance(r, Generate) for r in task.requests(ex))
+    ]
+    if not usable:
+        raise UserError(f"task {task.name} has no generation prompts")
+    return (usable * (n // len(usable) + 1))[:n], target
+
+
+def generation_seconds(
+    evaluation: Evaluation, task: Task, examples, target, steer: Steer | None
+) -> tuple[float, int]:
+    """Time spent answering `examples` in one cell evaluation (scoring excluded), and the
+    tokens generated."""
+    cost = evaluate_cell(evaluation, task, examples, [target] * len(examples), steer, 0).result.cost
+    return cost.seconds, cost.generated_tokens
 
 
 def benchmark(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(0)
     subject = load_subject(ModelConfig(name=args.model), progress=False)
-    prompts, target = task_prompts(args.task, args.batch)
-    settings = GenerationSettings(
-        max_new_tokens=args.tokens, temperature=0.0, batch_size=args.batch, fixed_length=True
+    task = TASKS.get(args.task)()
+    examples, target = task_examples(task, args.batch)
+    # Greedy and fixed-length: steered and unsteered generation do the same work.
+    generation = GenerationConfig(
+        max_new_tokens=args.tokens, temperature=0.0, batch_size=args.batch
     )
+    evaluation = Evaluation(subject, generation, perplexity_cap=math.inf, fixed_length=True)
     names = args.methods.split(",") if args.methods else METHODS.names()
     rows = []
     for name in names:
@@ -68,27 +74,32 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
         state = method.fit(subject, target)
         fit_seconds = time.perf_counter() - start
         strength = max(cls.default_strengths)
-        steered = functools.partial(method.steer, subject, state, strength)
-        unsteered = nullcontext
-        time_generation(subject, prompts, settings, unsteered)  # warm-up both paths
-        time_generation(subject, prompts, settings, steered)
-        base_times, steer_times = [], []
+        conditions = {
+            "unsteered": None,
+            "steered": steering(method, subject, {target.name: state}, strength),
+        }
+        times: dict[str, list[float]] = {c: [] for c in conditions}
+        tokens = {}
+        for steer in conditions.values():  # warm-up both paths
+            generation_seconds(evaluation, task, examples, target, steer)
         for repeat in range(args.repeats):
-            order = [(unsteered, base_times), (steered, steer_times)]
-            for context, sink in order if repeat % 2 == 0 else reversed(order):
-                sink.append(time_generation(subject, prompts, settings, context))
+            order = list(conditions.items())
+            for condition, steer in order if repeat % 2 == 0 else reversed(order):
+                seconds, tokens[condition] = generation_seconds(
+                    evaluation, task, examples, target, steer
+                )
+                times[condition].append(seconds)
         # The fastest repeat of each: on a shared machine noise only ever adds time, so the
-        # minimum is the least disturbed measurement (as `timeit` advises); the median
-        # swung by +-5 % between runs on the 2-core development VM.
-        base, steer = min(base_times), min(steer_times)
-        tokens = args.batch * args.tokens
+        # minimum is the least disturbed measurement (as `timeit` advises).
+        base = min(times["unsteered"]) / max(tokens["unsteered"], 1)
+        steer = min(times["steered"]) / max(tokens["steered"], 1)
         rows.append(
             {
                 "method": name,
                 "strength": strength,
                 "fit_seconds": round(fit_seconds, 3),
-                "unsteered_ms_per_token": round(1000 * base / tokens, 4),
-                "steered_ms_per_token": round(1000 * steer / tokens, 4),
+                "unsteered_ms_per_token": round(1000 * base, 4),
+                "steered_ms_per_token": round(1000 * steer, 4),
                 "ratio": round(steer / base, 4),
                 "budget": cls.cost_budget,
                 "within_budget": None

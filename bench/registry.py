@@ -63,12 +63,14 @@ class Registry(Generic[T]):
 
     def _loaded(self) -> dict[str, T]:
         if self._items is None:
-            self._items = {}
+            # Built into a local dict first: an import that fails leaves nothing half-loaded.
+            items: dict[str, T] = {}
             for item in self._builtins():
-                self._items[item.name] = item  # type: ignore[attr-defined]
+                items[item.name] = item  # type: ignore[attr-defined]
             for entry in importlib.metadata.entry_points(group=self.group):
                 item = entry.load()
-                self._items.setdefault(item.name, item)
+                items.setdefault(item.name, item)
+            self._items = items
         return self._items
 
 

@@ -14,48 +14,60 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
+from bench.records import CellRecord, Choice
+
 TIE_DIGITS = 9  # effects equal to this many decimals are ties
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: list[float | None]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
 
 
 def choose_strength(
-    cells: Sequence[dict], budget: float, primary_metric: str, higher_is_better: bool
-) -> dict:
-    by_strength: dict[float, list[dict]] = defaultdict(list)
+    method: str,
+    task: str,
+    cells: Sequence[CellRecord],
+    budget: float,
+    primary_metric: str,
+    higher_is_better: bool,
+) -> Choice:
+    """`method`'s operating point on `task` from its `select` cells (every strength and seed)."""
+    by_strength: dict[float, list[CellRecord]] = defaultdict(list)
     for cell in cells:
-        by_strength[cell["strength"]].append(cell)
+        by_strength[cell.strength].append(cell)
     higher = higher_is_better
 
-    def effect(group: list[dict]) -> float:
-        return _mean([c["metrics"].get(primary_metric) for c in group])
+    def effect(group: list[CellRecord]) -> float:
+        return _mean([c.metrics.get(primary_metric) for c in group])
 
-    def ppl(group: list[dict]) -> float:
-        return _mean([c["metrics"].get("perplexity") for c in group])
+    def ppl(group: list[CellRecord]) -> float:
+        return _mean([c.metrics.get("perplexity") for c in group])
 
     reference = ppl(by_strength.get(0.0, []))
     limit = reference * budget if math.isfinite(reference) else math.inf
     candidates = []
     for strength, group in sorted(by_strength.items()):
-        if any(c.get("degenerate") for c in group) or not math.isfinite(effect(group)):
+        if any(c.degenerate for c in group) or not math.isfinite(effect(group)):
             continue
         fluent = not math.isfinite(ppl(group)) or ppl(group) <= limit
         if fluent:
             candidates.append((strength, effect(group)))
     if not candidates:
-        return {
-            "strength": 0.0,
-            "effect": effect(by_strength.get(0.0, [])),
-            "reason": "no strength within the fluency budget",
-        }
+        return Choice(
+            method,
+            task,
+            strength=0.0,
+            effect=effect(by_strength.get(0.0, [])),
+            reason="no strength within the fluency budget",
+        )
     best = max(candidates, key=lambda c: (round(c[1] if higher else -c[1], TIE_DIGITS), -abs(c[0])))
-    return {
-        "strength": best[0],
-        "effect": best[1],
-        "reference_perplexity": reference,
-        "perplexity_limit": limit,
-        "reason": "best effect within the fluency budget",
-    }
+    return Choice(
+        method,
+        task,
+        strength=best[0],
+        effect=best[1],
+        reason="best effect within the fluency budget",
+        reference_perplexity=reference,
+        perplexity_limit=limit,
+    )

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.results import write_atomic
+from bench.rundir import write_atomic
 from reports import figures
 from reports.headline import Headline, curves, unsteered
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
-from reports.results import Run, load_runs
+from reports.runs import Run, load_runs
 from reports.summary import run_summary, summary, write_summary
 
 
@@ -123,14 +123,14 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
             )
     for run in runs:  # a method that could not run on the suite is still a visible row
         for entry in run.skipped:
-            if entry.get("task") == task:
+            if entry.task == task:
                 blanks = ["–"] * (len(header) - 2 - multi)
                 rows.append(
                     (
-                        str(entry.get("method")),
+                        entry.method,
                         *([run.label] if multi else []),
                         *blanks,
-                        f"skipped: {entry.get('reason', '')}",
+                        f"skipped: {entry.reason}",
                     )  # fmt: skip
                 )
     numeric = frozenset(i for i, h in enumerate(header) if h not in ("method", "run", "notes"))
@@ -142,22 +142,21 @@ def _when(epoch: Any) -> str:
 
 
 def metadata_blocks(run: Run) -> list[Block]:
-    m, model = run.manifest, run.model
-    experiment = m.get("experiment") or {}
-    packages = m.get("packages") or {}
-    wall = m.get("wall_seconds")
+    m, model = run.manifest, run.manifest.model
+    experiment = m.experiment
+    wall = m.wall_seconds
     facts = [
         ("run directory", str(run.root)),
-        ("status", str(m.get("status", "unknown"))),
-        ("model", str(model.get("name", "–"))),
-        ("model fingerprint", str(model.get("fingerprint", "–"))),
-        ("architecture", f"{model.get('type', '–')}, {model.get('n_layers', '–')} layers"),
-        ("perplexity evaluator", str(m.get("evaluator", "–"))),
-        ("seeds", ", ".join(str(s) for s in m.get("seeds") or []) or "–"),
-        ("started", _when(m.get("started"))),
+        ("status", m.status),
+        ("model", model.name),
+        ("model fingerprint", model.fingerprint),
+        ("architecture", f"{model.type}, {model.n_layers or '–'} layers"),
+        ("perplexity evaluator", m.evaluator),
+        ("seeds", ", ".join(str(s) for s in m.seeds) or "–"),
+        ("started", _when(m.started)),
         ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else "–"),
-        ("git", str(m.get("git") or "–")),
-        ("experiment file", str(m.get("experiment_file") or "(built-in default)")),
+        ("git", m.git or "–"),
+        ("experiment file", m.experiment_file or "(built-in default)"),
         (
             "generation",
             ", ".join(f"{k}={v}" for k, v in (experiment.get("generation") or {}).items()),
@@ -167,7 +166,7 @@ def metadata_blocks(run: Run) -> list[Block]:
             ", ".join(f"{k}={v}" for k, v in (experiment.get("selection") or {}).items()),
         ),
         ("perplexity cap", str(experiment.get("perplexity_cap", "–"))),
-        ("versions", ", ".join(f"{k} {v}" for k, v in packages.items() if v)),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m.packages.items() if v)),
     ]
     blocks: list[Block] = [
         Heading(3, f"Run: {run.label}"),
@@ -175,12 +174,9 @@ def metadata_blocks(run: Run) -> list[Block]:
     ]
     params = {t.get("name"): t.get("params") or {} for t in experiment.get("tasks") or []}
     task_rows = []
-    for task in m.get("tasks") or []:
-        name = task.get("name", "?")
-        scorers = task.get("scorers") or {}
-        source = task.get("source") or ", ".join(
-            f"{k}={v}" for k, v in params.get(name, {}).items()
-        )
+    for task in m.tasks:
+        name, scorers = task.name, task.scorers
+        source = task.source or ", ".join(f"{k}={v}" for k, v in params.get(name, {}).items())
         task_rows.append(
             (
                 name,
@@ -190,20 +186,12 @@ def metadata_blocks(run: Run) -> list[Block]:
         )
     if task_rows:
         blocks.append(Table(("suite", "data", "scorers"), tuple(task_rows)))
-    methods = [
-        f"{e.get('label')} ({e.get('name')}): strengths {e.get('strengths')}"
-        for e in m.get("methods") or []
-    ]
+    methods = [f"{e.label} ({e.name}): strengths {list(e.strengths)}" for e in m.methods]
     if methods:
         blocks.append(Bullets(tuple(methods)))
     if run.skipped:
         blocks.append(
-            Bullets(
-                tuple(
-                    f"skipped {s.get('method')} on {s.get('task')}: {s.get('reason')}"
-                    for s in run.skipped
-                )
-            )
+            Bullets(tuple(f"skipped {s.method} on {s.task}: {s.reason}" for s in run.skipped))
         )
     return blocks
 

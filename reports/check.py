@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.results import to_json, write_atomic
+from bench.rundir import to_json, write_atomic
 from reports.junit import junit_xml
-from reports.results import load_run
+from reports.runs import load_run
 from reports.summary import read_summary, run_summary, summary, write_summary
 
 ABSOLUTE_DEFAULT = 0.05

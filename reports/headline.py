@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from bench.records import UNSTEERED, Choice
 from bench.selection import choose_strength
-from reports.results import UNSTEERED, Cell, Run
+from reports.runs import Cell, Run
 
 FLUENCY = ("perplexity", "distinct_1", "distinct_2", "distinct_3", "repetition")
 
@@ -67,9 +68,9 @@ def point(cells: Sequence[Cell]) -> Point:
         strength=cells[0].strength,
         metrics={n: Stat.of(c.metrics.get(n, math.nan) for c in cells) for n in names},
         degenerate=any(c.degenerate for c in cells),
-        seconds=Stat.of(c.seconds for c in cells),
-        tokens_per_second=Stat.of(c.tokens_per_second for c in cells),
-        n_examples=max(c.n_examples for c in cells),
+        seconds=Stat.of(c.result.cost.seconds for c in cells),
+        tokens_per_second=Stat.of(c.result.cost.tokens_per_second for c in cells),
+        n_examples=max(c.result.n_examples for c in cells),
         seeds=len({c.seed for c in cells}),
     )
 
@@ -157,28 +158,21 @@ class Headline:
         return value / base if base and math.isfinite(base) else math.nan
 
 
-def _cell_dicts(run: Run, task: str, method: str, split: str) -> list[dict]:
-    return [
-        {"strength": c.strength, "metrics": dict(c.metrics), "degenerate": c.degenerate}
-        for c in run.cells
-        if c.task == task and c.method == method and c.split == split
-    ]
-
-
-def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[dict, float]:
+def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[Choice, float]:
     """The operating point chosen on select: the run's choice, or re-made under `budget`."""
     if budget is None:
         for entry in run.selection:
-            if entry.get("task") == task and entry.get("method") == method:
-                return dict(entry), run.budget
+            if entry.task == task and entry.method == method:
+                return entry, run.budget
         budget = run.budget  # an interrupted run has no selection.json yet
     primary, directions = task_info(run, task)
-    cells = _cell_dicts(run, task, method, "select")
-    return choose_strength(cells, budget, primary, directions.get(primary, True)), budget
+    cells = [c for c in run.cells if c.task == task and c.method == method and c.split == "select"]
+    choice = choose_strength(method, task, cells, budget, primary, directions.get(primary, True))
+    return choice, budget
 
 
-def _nan(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) else math.nan
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline]:
@@ -190,7 +184,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
     rows = []
     for method in (m for m in run.methods if m in select_curves):
         chosen, used_budget = choose(run, task, method, budget)
-        strength = float(chosen.get("strength", 0.0))
+        strength = chosen.strength
         test_curve = test_curves.get(method)
         test = test_curve.at(strength) if test_curve else None
         notes = []
@@ -207,8 +201,8 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             notes.append(
                 f"test perplexity x{ppl / ref_ppl:.2f} is over the budget x{used_budget:g}"
             )
-        if chosen.get("reason") and chosen["reason"] != "best effect within the fluency budget":
-            notes.append(str(chosen["reason"]))
+        if chosen.reason and chosen.reason != "best effect within the fluency budget":
+            notes.append(chosen.reason)
         broken = [p.strength for p in select_curves[method].points if p.degenerate]
         if broken:
             notes.append(
@@ -226,16 +220,14 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 primary_metric=primary,
                 higher_is_better=directions,
                 strength=strength,
-                select_effect=_nan(chosen.get("effect")),
-                reason=str(chosen.get("reason", "")),
+                select_effect=chosen.effect,
+                reason=chosen.reason,
                 budget=used_budget,
-                perplexity_limit=_nan(chosen.get("perplexity_limit")),
+                perplexity_limit=_nan(chosen.perplexity_limit),
                 test=test,
                 reference=reference,
                 fit_seconds=sum(
-                    _nan(f.get("seconds"))
-                    for f in run.fits
-                    if f.get("task") == task and f.get("method") == method
+                    f.seconds for f in run.fits if f.task == task and f.method == method
                 ),
                 degenerate_strengths=tuple(broken),
                 notes=tuple(notes),

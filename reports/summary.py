@@ -27,6 +27,7 @@ Non-finite numbers are written as null (JSON has no NaN).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -36,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.results import to_json
+from bench.rundir import to_json
 from reports.headline import Headline, Point, headlines
-from reports.results import Run
+from reports.runs import Run
 
 SCHEMA = "steerbench.summary"
 VERSION = 1
@@ -91,19 +92,18 @@ def row_dict(row: Headline) -> dict:
 def run_summary(run: Run, budget: float | None = None) -> tuple[dict, list[list[Headline]]]:
     """One run's summary entry and its headline rows per task."""
     tables = [headlines(run, task, budget) for task in run.tasks]
-    manifest = run.manifest
     entry = {
         "label": run.label,
         "run_dir": str(run.root),
-        "status": manifest.get("status"),
-        "model": dict(run.model),
-        "git": manifest.get("git"),
-        "seeds": manifest.get("seeds"),
-        "wall_seconds": manifest.get("wall_seconds"),
+        "status": run.manifest.status,
+        "model": dataclasses.asdict(run.manifest.model),
+        "git": run.manifest.git,
+        "seeds": list(run.manifest.seeds),
+        "wall_seconds": run.manifest.wall_seconds,
         "fluency_budget": budget if budget is not None else run.budget,
         "inputs_digest": run.digest,
         "rows": [row_dict(row) for rows in tables for row in rows],
-        "skipped": [dict(s) for s in run.skipped],
+        "skipped": [s.to_dict() for s in run.skipped],
     }
     return entry, tables
 
@@ -160,6 +160,6 @@ def read_summary(path: Path) -> dict:
 
 
 def write_summary(path: Path, data: dict) -> None:
-    from bench.results import write_atomic
+    from bench.rundir import write_atomic
 
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")

@@ -62,8 +62,15 @@ def testbed(tmp_path_factory, testbed_seed):
 
     Session-scoped, so it runs before the function-scoped cache isolation: name the cache here.
     """
+    from bench.config import ModelConfig
     from bench.subject import Subject
     from tasks.testbed import ensure_testbed
+    from tasks.testbed.source import TestbedSource
 
     cache_dir = _cache_root(tmp_path_factory)
-    return Subject.load(ensure_testbed(seed=testbed_seed, cache_dir=cache_dir, progress=False))
+    subject = Subject.load(ensure_testbed(seed=testbed_seed, cache_dir=cache_dir, progress=False))
+    # What `bench.sources.load_subject` gives a testbed subject (the build here names its cache).
+    config = ModelConfig(name="testbed", testbed_seed=testbed_seed)
+    subject.name = TestbedSource().display_name(config)
+    subject.training_corpus = TestbedSource().training_corpus(config)
+    return subject

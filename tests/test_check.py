@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from reports.results import load_run
+from reports.runs import load_run
 from reports.summary import run_summary, summary, write_summary
 from tests.test_reports import copy_run, read_cells, write_cells
 
@@ -22,12 +22,14 @@ def chosen_strength(run: Path, task: str, method: str) -> float:
 
 
 def shift(run: Path, task: str, method: str, metric: str, by: float = 0.0, scale: float = 1.0):
-    """Change a metric in the test cells of a method's operating point (an injected change)."""
+    """Change a metric in the test cells of a method's operating point (an injected change; at
+    strength 0 that is the shared unsteered cell)."""
     strength = chosen_strength(run, task, method)
+    stored = "unsteered" if strength == 0.0 else method
     cells = read_cells(run)
     hit = 0
     for c in cells:
-        if (c["task"], c["method"], c["split"], c["strength"]) == (task, method, "test", strength):
+        if (c["task"], c["method"], c["split"], c["strength"]) == (task, stored, "test", strength):
             c["metrics"][metric] = c["metrics"][metric] * scale + by
             hit += 1
     assert hit == 2  # both seeds

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import evaluate
 from bench.config import Experiment, MethodSpec, TaskSpec
-from bench.results import RunDir
+from bench.rundir import RunDir
 from bench.runner import Runner
 from bench.subject import Subject
 
@@ -82,36 +83,30 @@ def operating_point(subject: Subject, case: Case, run_dir: Path) -> Verdict:
     runner = Runner(experiment, subject, RunDir(run_dir), progress=False)
     runner.run()
     (chosen,) = runner.selection
-    strength = chosen["strength"]
-    cells = [runner.run_dir.read_cell(c) for c in runner.cell_ids]
-    test = [c for c in cells if c["split"] == "test"]
+    strength = chosen.strength
+    test = [c for c in map(runner.run_dir.read_cell, runner.cell_ids) if c.split == "test"]
     task = runner.tasks[0]
     primary = task.primary_metric
     sign = 1.0 if task.metric(primary).higher_is_better else -1.0
 
     def per_example(at: float) -> dict[str, dict[str, list[float]]]:
-        """Each test example's scores over the sampling seeds (a score can be missing: None)."""
+        """Each test example's scores over the sampling seeds (a score can be missing: NaN)."""
         seen: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for cell in (c for c in test if c["strength"] == at):
-            for record in runner.run_dir.read_records(cell["cell"]):
-                for name, score in record["scores"].items():
-                    if score is not None and math.isfinite(score):
-                        seen[record["example"]][name].append(score)
+        for cell in (c for c in test if c.strength == at):
+            for record in runner.run_dir.read_examples(cell.id):
+                for name, score in record.scores.items():
+                    if math.isfinite(score):
+                        seen[record.example][name].append(score)
         return seen
 
     def value(rows: list[dict[str, list[float]]]) -> float:
-        """The primary metric of a set of examples, as a cell computes it (each example weighs
-        its seeds' mean; derived metrics such as the CounterFact score are computed from the
-        aggregates of their parts)."""
-        aggregates = {
-            m.name: m.aggregate([sum(r[m.name]) / len(r[m.name]) for r in rows if r[m.name]])
-            for m in task.metrics
-        }
-        metric = task.metric(primary)
-        return aggregates[primary] if primary in aggregates else metric.compute(aggregates)
+        """The primary metric of a set of examples as a cell computes it, each example
+        weighing its seeds' mean."""
+        means = [{name: sum(v) / len(v) for name, v in row.items() if v} for row in rows]
+        return evaluate.aggregate(task, means, generates=False)[primary]
 
     def perplexity(at: float) -> float:
-        values = [c["metrics"]["perplexity"] for c in test if c["strength"] == at]
+        values = [c.metrics["perplexity"] for c in test if c.strength == at]
         return sum(values) / len(values)
 
     base, steered = per_example(0.0), per_example(strength)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import evaluate
 from bench.fluency import distinct_n, fluency_scores, perplexity, repetition
 from bench.subject import ContinuationScore
 from tasks.fact import FactExample, FactInjection, FactParams, ngram_entropy
@@ -67,13 +68,8 @@ def score(pair: Sequence[float]) -> ContinuationScore:
 
 
 def aggregate(task, per_example: list[dict[str, float]]) -> dict[str, float]:
-    """What the runner does with per-example scores: each metric's aggregate, then derived."""
-    out = {
-        m.name: m.aggregate([s.get(m.name, math.nan) for s in per_example]) for m in task.metrics
-    }
-    for derived in task.derived_metrics:
-        out[derived.name] = derived.compute(out)
-    return out
+    """A cell's metrics from these per-example scores, as the runner computes them."""
+    return evaluate.aggregate(task, per_example, generates=False)
 
 
 # ---------------------------------------------------------------------- runners per kind

@@ -19,12 +19,12 @@ from matplotlib.transforms import Bbox
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
-from bench.results import to_json
+from bench.rundir import to_json
 from reports import build_report
 from reports import figures as F
 from reports.build import _views, headline_table
 from reports.headline import headlines
-from reports.results import load_run, load_runs
+from reports.runs import load_run, load_runs
 from reports.summary import run_summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_small"
@@ -46,6 +46,8 @@ def write_cells(run: Path, cells: list[dict]) -> None:
 
 
 def mean_over_seeds(cells, task, method, split, strength, metric) -> float:
+    """A method's mean over seeds; its strength-0 point is the shared unsteered cell."""
+    method = "unsteered" if strength == 0.0 else method
     values = [
         c["metrics"][metric]
         for c in cells
@@ -165,7 +167,7 @@ def test_summary_numbers_are_the_test_means_at_the_chosen_strength(built):
         c["cost"]["seconds"]
         for c in cells
         if (c["task"], c["method"], c["split"], c["strength"])
-        == ("toy_sentiment", "meandiff", "test", 0.0)
+        == ("toy_sentiment", "unsteered", "test", 0.0)
     ]
     ratio = statistics.fmean(seconds) / statistics.fmean(base)
     assert math.isclose(sentiment["cost"]["seconds_ratio"], ratio)
@@ -192,7 +194,7 @@ def test_reapplied_fluency_budget_follows_the_runners_rule(tmp_path):
     ):
         r = row(summary, task, method)
         strengths = sorted(
-            {c["strength"] for c in cells if (c["task"], c["method"]) == (task, method)}
+            {0.0} | {c["strength"] for c in cells if (c["task"], c["method"]) == (task, method)}
         )
         effects = {
             s: mean_over_seeds(cells, task, method, "select", s, r["primary_metric"])
@@ -214,7 +216,9 @@ def test_budget_choice_without_test_cells_is_reported_not_invented(tmp_path):
     kept = [
         c
         for c in read_cells(run)
-        if c["split"] == "select" or c["strength"] in (0.0, chosen[(c["task"], c["method"])])
+        if c["split"] == "select"
+        or c["strength"] == 0.0
+        or c["strength"] == chosen[(c["task"], c["method"])]
     ]  # what a default run (test_strengths = "chosen") records
     write_cells(run, kept)
     summary = summarise(run, 1000)
@@ -326,8 +330,8 @@ def test_bad_run_directories_are_user_errors(tmp_path, capsys):
     (run / "cells.jsonl").write_text("\n".join([lines[0], "{not json", *lines[1:]]))
     with pytest.raises(UserError, match=r"cells.jsonl:2: not valid JSON"):
         build_report([run])
-    write_cells(run, [{"cell": "x", "method": "m"}])
-    with pytest.raises(UserError, match="cell lacks task, split, strength, seed, metrics"):
+    write_cells(run, [{"id": "x", "method": "m"}])
+    with pytest.raises(UserError, match="CellRecord record lacks task, split, strength, seed"):
         build_report([run])
     assert cli_main(["report", str(tmp_path / "nope")]) == 2
     assert "steerbench: error: run directory not found" in capsys.readouterr().err
@@ -390,7 +394,7 @@ def add_variants(run: Path, n: int) -> Path:
             metrics.update(
                 {f"distinct_{n}": 0.98 + 0.0013 * k + 0.0007 * c["seed"] for n in (1, 2, 3)}
             )
-            cells.append({**c, "cell": f"{c['cell']}-{k}", "method": label, "metrics": metrics})
+            cells.append({**c, "id": f"{c['id']}-{k}", "method": label, "metrics": metrics})
         selection += [{**s, "method": label} for s in selection if s["method"] == "meandiff"]
         manifest["methods"].append({"label": label, "name": "meandiff", "strengths": [0, 1]})
     write_cells(run, cells)

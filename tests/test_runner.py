@@ -8,8 +8,9 @@ import pytest
 
 from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
 from bench.registry import TASKS
-from bench.results import RunDir
+from bench.rundir import RunDir
 from bench.runner import Runner
+from reports.runs import load_run
 from tests.toy_task import ToyTask
 
 
@@ -48,7 +49,8 @@ def test_sweep_writes_cells_records_selection_and_shares_the_unsteered_cell(tmp_
     test_strengths = {c["strength"] for c in cells if c["split"] == "test"}
     assert test_strengths == {0.0, chosen["strength"]}
     for cell in cells:
-        assert cell["method"] == "prompting" and cell["task"] == "toy"
+        assert cell["method"] == ("unsteered" if cell["strength"] == 0 else "prompting")
+        assert cell["task"] == "toy" and cell["schema"] == 2
         assert set(cell["metrics"]) >= {
             "great_rate",
             "prefers_great",
@@ -57,8 +59,13 @@ def test_sweep_writes_cells_records_selection_and_shares_the_unsteered_cell(tmp_
             "repetition",
         }
         assert cell["n_examples"] == 3
+    # The unsteered cell is stored once per split and seed, and the reports view it as the
+    # method's strength-0 point.
     zero = [c for c in cells if c["strength"] == 0.0]
-    assert all(c["shared_from"] for c in zero)
+    assert len(zero) == len({(c["split"], c["seed"]) for c in zero}) == 4
+    loaded = load_run(root)
+    views = [c for c in loaded.cells if c.method == "prompting" and c.strength == 0.0]
+    assert {v.shared_from for v in views} == {c["id"] for c in zero}
     records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines()]
     assert len(records) == 3 * len(cells)
     assert all(len(r["outputs"][0]) == 2 for r in records)  # two samples per prompt

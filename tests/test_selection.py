@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from bench.records import CellKey, CellRecord, CellResult, Cost
 from bench.selection import choose_strength
 
 
 def cells(*rows, degenerate=()):
     """Cells from (strength, primary metric, perplexity) rows."""
     return [
-        {"strength": s, "metrics": {"score": m, "perplexity": p}, "degenerate": s in degenerate}
-        for s, m, p in rows
+        CellRecord(
+            id=f"c{i}",
+            key=CellKey("m", "m", "t", "select", s, 0),
+            result=CellResult(
+                metrics={"score": m, "perplexity": p},
+                higher_is_better={},
+                primary_metric="score",
+                n_examples=1,
+                degenerate=s in degenerate,
+                perplexity_capped=0,
+                cost=Cost(0.0, 0),
+            ),
+        )
+        for i, (s, m, p) in enumerate(rows)
     ]
 
 
@@ -30,10 +43,10 @@ CASES = [
 
 @pytest.mark.parametrize("rows, higher, expected", CASES)
 def test_choose_strength_cases(rows, higher, expected):
-    assert choose_strength(rows, 1.5, "score", higher)["strength"] == expected
+    assert choose_strength("m", "t", rows, 1.5, "score", higher).strength == expected
 
 
 def test_nothing_within_budget_falls_back_to_unsteered():
     rows = cells((0.0, 0.4, 3.0), (1.0, 0.9, 9.0), degenerate=(0.0,))
-    chosen = choose_strength(rows, 1.5, "score", True)
-    assert chosen["strength"] == 0.0 and chosen["reason"] == "no strength within the fluency budget"
+    chosen = choose_strength("m", "t", rows, 1.5, "score", True)
+    assert chosen.strength == 0.0 and chosen.reason == "no strength within the fluency budget"

@@ -441,7 +441,7 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
 
     from bench.config import Experiment, GenerationConfig, MethodSpec, TaskSpec
     from bench.registry import TASKS
-    from bench.results import RunDir
+    from bench.rundir import RunDir
     from bench.runner import Runner
     from bench.state import StateCache
     from tests.toy_task import ToyTask
@@ -474,7 +474,7 @@ def test_both_methods_run_in_the_sweep_and_the_prefix_state_is_reused(tmp_path, 
             runner = Runner(exp, gpt2_subject, RunDir(exp.output_dir), state_cache=cache)
             runner.progress = False
             runner.run()
-            fits = {f["method"]: f["cached"] for f in runner.fits}
+            fits = {f.method: f.cached for f in runner.fits}
             assert fits == {"selfcontrol": attempt == 1, "prefix": attempt == 1}
     finally:
         TASKS._loaded().pop("toy", None)

@@ -109,5 +109,5 @@ def test_end_to_end_through_the_runner(tmp_path, gpt2_subject):
         assert metrics["counterfact_score"] is not None and "perplexity" in metrics
     assert all(r["example"].startswith("fact:") for r in out["records"])
     evaluated = {r["example"] for r in out["records"]}
-    caa_fits = [f["target"] for f in out["fits"] if f["method"] == "caa"]
+    caa_fits = [f.target for f in out["fits"] if f.method == "caa"]
     assert sorted(caa_fits) == sorted(evaluated)  # one fit per case

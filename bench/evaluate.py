@@ -1,0 +1,238 @@
+"""Evaluating one cell: a task's requests -> steered answers -> task scores -> fluency -> aggregates.
+
+This is the one definition of what a cell's numbers mean. The runner plans, caches and records
+around it; the steering-cost benchmark and the tests call it too.
+
+The subject answers under steering (one steering context per steering target, so examples that
+share a target share a context); the evaluator scores fluency outside any steering context (it
+is the unsteered subject unless the experiment names another model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+
+from bench.config import GenerationConfig
+from bench.errors import UserError
+from bench.fluency import FLUENCY_METRICS, fluency_scores
+from bench.method import Method
+from bench.records import CellResult, Cost, ExampleRecord
+from bench.state import State
+from bench.subject import GenerationSettings, Subject
+from bench.target import SteeringTarget
+from bench.task import Example, Generate, Output, Request, Task
+
+# target -> the steering context for its examples; None evaluates the unsteered model.
+Steer = Callable[[SteeringTarget], AbstractContextManager[None]]
+
+
+def steering(
+    method: Method, subject: Subject, states: Mapping[str, State], strength: float
+) -> Steer:
+    """Steer with `method` at `strength`, with the state fitted for each target's name."""
+    return lambda target: method.steer(subject, states[target.name], strength)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What every cell of a run shares: who answers, who judges fluency, how to generate."""
+
+    subject: Subject
+    generation: GenerationConfig
+    perplexity_cap: float
+    evaluator: Subject | None = None  # None: the subject, outside any steering context
+    fixed_length: bool = False  # never stop generating early (timing at equal work)
+
+    @property
+    def judge(self) -> Subject:
+        return self.evaluator or self.subject
+
+
+@dataclass(frozen=True)
+class CellEvaluation:
+    result: CellResult
+    examples: tuple[ExampleRecord, ...]
+
+
+def declared_metrics(task: Task) -> dict[str, bool]:
+    """Every metric name a cell of `task` may report, with its direction."""
+    return {
+        m.name: m.higher_is_better for m in (*task.metrics, *task.derived_metrics, *FLUENCY_METRICS)
+    }
+
+
+def evaluate_cell(
+    evaluation: Evaluation,
+    task: Task,
+    examples: Sequence[Example],
+    targets: Sequence[SteeringTarget],
+    steer: Steer | None,
+    seed: int,
+    cell_id: str = "",
+) -> CellEvaluation:
+    """Answer `examples` (whose steering targets are `targets`, in order) under `steer` with
+    sampling seed `seed`, score them and aggregate. Generation that fails on inf/nan
+    probabilities (extreme strengths) gives a degenerate cell instead of an error."""
+    subject = evaluation.subject
+    requests = [tuple(task.requests(ex)) for ex in examples]
+    outputs: list[list[Output | None]] = [[None] * len(r) for r in requests]
+    by_target: dict[str, list[int]] = defaultdict(list)
+    target_of: dict[str, SteeringTarget] = {}
+    for i, target in enumerate(targets):
+        by_target[target.name].append(i)
+        target_of[target.name] = target
+    tokens_before = subject.generated_tokens
+    start = time.perf_counter()
+    error = None
+    try:
+        for name, indices in by_target.items():
+            context = steer(target_of[name]) if steer else contextlib.nullcontext()
+            with context:
+                _answer(evaluation, requests, outputs, indices, seed)
+    except RuntimeError as exc:  # inf/nan probabilities at extreme strengths
+        if not any(word in str(exc).lower() for word in ("inf", "nan")):
+            raise
+        error = str(exc).splitlines()[0]
+    cost = Cost(time.perf_counter() - start, subject.generated_tokens - tokens_before)
+    if error is not None:
+        result = CellResult(
+            metrics={},
+            higher_is_better=declared_metrics(task),
+            primary_metric=task.primary_metric,
+            n_examples=len(examples),
+            degenerate=True,
+            perplexity_capped=0,
+            cost=cost,
+            error=error,
+        )
+        return CellEvaluation(result, ())
+    return _score(evaluation, task, examples, requests, outputs, cost, cell_id)
+
+
+def _answer(
+    evaluation: Evaluation,
+    requests: Sequence[Sequence[Request]],
+    outputs: list[list[Output | None]],
+    indices: list[int],
+    seed: int,
+) -> None:
+    """Fill `outputs[i][j]` for the examples `indices`: generations batched by (samples,
+    length), log-likelihoods in one batch."""
+    gen = evaluation.generation
+    generate_groups: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    loglik: list[tuple[int, int]] = []
+    for i in indices:
+        for j, request in enumerate(requests[i]):
+            if isinstance(request, Generate):
+                key = (request.num_samples, request.max_new_tokens or gen.max_new_tokens)
+                generate_groups[key].append((i, j))
+            else:
+                loglik.append((i, j))
+    for (n, max_new), slots in generate_groups.items():
+        settings = GenerationSettings(
+            max_new, gen.temperature, gen.top_p, n, seed, gen.batch_size, evaluation.fixed_length
+        )
+        texts = evaluation.subject.generate([requests[i][j].prompt for i, j in slots], settings)
+        for (i, j), samples in zip(slots, texts):
+            outputs[i][j] = tuple(samples)
+    if loglik:
+        pairs = [requests[i][j] for i, j in loglik]
+        scores = evaluation.subject.logprobs(
+            [p.context for p in pairs], [p.continuation for p in pairs], batch_size=gen.batch_size
+        )
+        for (i, j), score in zip(loglik, scores):
+            outputs[i][j] = score
+
+
+def _fluency_scores(
+    evaluation: Evaluation, requests: Sequence[Sequence[Request]], outputs
+) -> dict[int, list[tuple[tuple[str, ...], list]]]:
+    """Per example index: (samples, the evaluator's continuation scores) of each generation."""
+    inputs = [  # (example index, evaluator context, samples)
+        (i, request.evaluator_context, outputs[i][j])
+        for i, reqs in enumerate(requests)
+        for j, request in enumerate(reqs)
+        if isinstance(request, Generate)
+    ]
+    fluency: dict[int, list[tuple[tuple[str, ...], list]]] = defaultdict(list)
+    if not inputs:
+        return fluency
+    scores = iter(
+        evaluation.judge.logprobs(
+            [context for _, context, samples in inputs for _ in samples],
+            [s for _, _, samples in inputs for s in samples],
+            batch_size=evaluation.generation.batch_size,
+            transform=False,
+        )
+    )
+    for i, _, samples in inputs:
+        fluency[i].append((samples, [next(scores) for _ in samples]))
+    return fluency
+
+
+def _score(
+    evaluation: Evaluation, task: Task, examples, requests, outputs, cost: Cost, cell_id: str
+) -> CellEvaluation:
+    fluency = _fluency_scores(evaluation, requests, outputs)
+    declared = declared_metrics(task)
+    records, capped_total = [], 0
+    for i, example in enumerate(examples):
+        scored = task.score(example, outputs[i])
+        values = dict(scored.scores)
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            raise UserError(
+                f"task '{task.name}' scored '{unknown[0]}', which is none of its declared "
+                f"metrics ({', '.join(sorted(declared))})"
+            )
+        if fluency.get(i):
+            texts = [t for samples, _ in fluency[i] for t in samples]
+            sample_scores = [s for _, ss in fluency[i] for s in ss]
+            fl, capped = fluency_scores(texts, sample_scores, evaluation.perplexity_cap)
+            values.update(fl)
+            capped_total += capped
+        records.append(
+            ExampleRecord(
+                cell=cell_id,
+                example=example.id,
+                scores=values,
+                details=dict(scored.details),
+                outputs=tuple(o if isinstance(o, tuple) else asdict(o) for o in outputs[i]),
+            )
+        )
+    generates = bool(fluency)
+    metrics = aggregate(task, [r.scores for r in records], generates)
+    primary = metrics.get(task.primary_metric, math.nan)
+    degenerate = not math.isfinite(primary) or (
+        generates and not math.isfinite(metrics.get("perplexity", math.nan))
+    )
+    result = CellResult(
+        metrics=metrics,
+        higher_is_better=declared,
+        primary_metric=task.primary_metric,
+        n_examples=len(examples),
+        degenerate=degenerate,
+        perplexity_capped=capped_total,
+        cost=cost,
+    )
+    return CellEvaluation(result, tuple(records))
+
+
+def aggregate(
+    task: Task, scores: Sequence[Mapping[str, float]], generates: bool
+) -> dict[str, float]:
+    """A cell's metrics from its examples' scores: each metric aggregates its values (missing
+    ones are NaN), fluency metrics too when the task generates, then the derived metrics."""
+    metrics = {
+        metric.name: metric.aggregate([s.get(metric.name, math.nan) for s in scores])
+        for metric in (*task.metrics, *(FLUENCY_METRICS if generates else ()))
+    }
+    for derived in task.derived_metrics:
+        metrics[derived.name] = derived.compute(metrics)
+    return metrics
