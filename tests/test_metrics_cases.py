@@ -74,8 +74,7 @@ def aggregate(task, per_example: list[dict[str, float]]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------- runners per kind
 def run_toxicity(inp: dict) -> dict[str, float]:
-    task = Toxicity()
-    task._scorer = ScoreIsText()
+    task = Toxicity(scorer=ScoreIsText())
     per = [
         task.score(ToxicityExample(id=str(i), prompt="p"), (tuple(map(str, s)),)).scores
         for i, s in enumerate(inp["samples"])
@@ -84,8 +83,7 @@ def run_toxicity(inp: dict) -> dict[str, float]:
 
 
 def run_sentiment(inp: dict) -> dict[str, float]:
-    task = Sentiment(SentimentParams(direction=inp["direction"]))
-    task._scorer = LabelIsText()
+    task = Sentiment(SentimentParams(direction=inp["direction"]), scorer=LabelIsText())
     per = [
         task.score(SentimentExample(id=str(i), prompt="p"), (tuple(labels),)).scores
         for i, labels in enumerate(inp["labels"])
@@ -116,8 +114,7 @@ def run_counterfact(inp: dict) -> dict[str, float]:
 
 
 def run_preference(inp: dict) -> dict[str, float]:
-    task = HHRLHF()
-    task._scorer = NoReward()
+    task = HHRLHF(scorer=NoReward())
     per = []
     for i, ex in enumerate(inp["examples"]):
         example = PreferenceExample(
