@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
+def finite(values: Iterable[float | None]) -> list[float]:
+    """The values that are numbers and finite (missing scores are None or NaN)."""
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def mean(values: Sequence[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    """A metric's default aggregate: the mean of the values that are not missing (None or NaN);
+    an infinite value (a perplexity overflow) is kept, so the mean says so."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(present) / len(present) if present else math.nan
 
 
 @dataclass(frozen=True)

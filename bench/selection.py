@@ -14,14 +14,15 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
+from bench.metric import finite
 from bench.records import CellRecord, Choice
 
 TIE_DIGITS = 9  # effects equal to this many decimals are ties
 
 
 def _mean(values: list[float | None]) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    kept = finite(values)
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def choose_strength(

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from bench.metric import finite
 from bench.records import UNSTEERED, Choice
 from bench.selection import choose_strength
 from reports.runs import Cell, Run
@@ -35,11 +36,11 @@ class Stat:
 
     @staticmethod
     def of(values: Iterable[float]) -> Stat:
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        if not finite:
+        kept = finite(values)
+        if not kept:
             return Stat(math.nan, math.nan, math.nan, math.nan, 0)
-        std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-        return Stat(statistics.fmean(finite), std, min(finite), max(finite), len(finite))
+        std = statistics.stdev(kept) if len(kept) > 1 else 0.0
+        return Stat(statistics.fmean(kept), std, min(kept), max(kept), len(kept))
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max, "n": self.n}

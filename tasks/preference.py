@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from bench.metric import Metric, mean
+from bench.metric import Metric, finite, mean
 from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits
@@ -41,7 +41,7 @@ from tasks import builtin_records
 from tasks.common import SampledParams, ScoredSuite, TargetCache, Texts, build_splits
 from tasks.data_sources import Samples, SuiteData
 from tasks.loading import Dataset
-from tasks.scorers import RewardScorer, check_spec, finite, resolve_spec, reward_scorer
+from tasks.scorers import RewardScorer, check_spec, resolve_spec, reward_scorer
 
 HH_DATA = SuiteData(
     "hh_rlhf",

@@ -377,7 +377,3 @@ def reward_scorer(spec: str, *, source: Source, suite: str) -> RewardScorer:
             "truth": lambda _: TruthReward(suite),
         },
     )
-
-
-def finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
