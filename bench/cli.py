@@ -67,10 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    tasks = tuple(
-        replace(entry, source=runner.data[entry.name][0], sizes=runner.data[entry.name][1])
-        for entry in manifest.tasks
-    )
+    tasks = tuple(runner.data.get(entry.name, entry) for entry in manifest.tasks)
     wall = time.time() - started
     run_dir.write_manifest(replace(manifest, status="complete", tasks=tasks, wall_seconds=wall))
     print(f"results: {run_dir.root}")

@@ -22,7 +22,16 @@ from bench.evaluate import Evaluation, evaluate_cell, steering
 from bench.method import Method, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
-from bench.records import SCHEMA_VERSION, UNSTEERED, CellKey, CellRecord, Choice, Fit, Skip
+from bench.records import (
+    SCHEMA_VERSION,
+    UNSTEERED,
+    CellKey,
+    CellRecord,
+    Choice,
+    Fit,
+    Skip,
+    TaskEntry,
+)
 from bench.registry import METHODS, TASKS
 from bench.rundir import RunDir
 from bench.selection import choose_strength
@@ -92,7 +101,7 @@ class Runner:
         self.selection: list[Choice] = []
         self.skipped: list[Skip] = []
         self.fits: list[Fit] = []
-        self.data: dict[str, tuple[str, dict[str, int]]] = {}  # task -> data source, split sizes
+        self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -115,7 +124,7 @@ class Runner:
     def _run_task(self, task: Task) -> None:
         splits = task.load()
         sizes = {split: len(splits.get(split)) for split in ("fit", "select", "test")}
-        self.data[task.name] = (splits.source, sizes)
+        self.data[task.name] = TaskEntry(task.name, dict(task.scorers()), splits.source, sizes)
         targets = {
             split: [task.target(ex, splits) for ex in splits.get(split)]
             for split in ("select", "test")

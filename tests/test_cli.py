@@ -71,5 +71,7 @@ def test_run_end_to_end_on_a_local_model_directory(tmp_path, gpt2_subject, capsy
         assert manifest["status"] == "complete"
         assert manifest["model"]["fingerprint"] == gpt2_subject.fingerprint()
         assert manifest["packages"]["torch"] and "wall_seconds" in manifest
+        (toy,) = manifest["tasks"]
+        assert toy["source"] == "built-in" and toy["sizes"] == {"fit": 2, "select": 2, "test": 2}
         # select: strengths 0 and 1; test: 0 and the chosen strength (which may be 0)
         assert (tmp_path / "run" / "cells.jsonl").read_text().count("\n") in (3, 4)
