@@ -24,7 +24,7 @@ from bench.errors import UserError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.config import load_experiment
+    from bench.config import ModelConfig, load_experiment
     from bench.records import Manifest, MethodEntry, ModelInfo, TaskEntry
     from bench.rundir import RunDir, git_hash, package_versions
     from bench.runner import Runner, build_methods, build_tasks, replace_output_dir
@@ -38,10 +38,9 @@ def _run(args: argparse.Namespace) -> int:
     started = time.time()
     subject = load_subject(experiment.model, progress=progress)
     evaluator = None
-    if experiment.evaluator:
-        from bench.subject import Subject
-
-        evaluator = Subject.load(experiment.evaluator, device=experiment.model.device)
+    if experiment.evaluator:  # read like the subject: a model source, hub id or directory
+        config = ModelConfig(name=experiment.evaluator, device=experiment.model.device)
+        evaluator = load_subject(config, progress=progress)
     runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress)
     manifest = Manifest(
         status="running",

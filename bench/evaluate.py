@@ -47,7 +47,9 @@ class Evaluation:
     generation: GenerationConfig
     perplexity_cap: float
     evaluator: Subject | None = None  # None: the subject, outside any steering context
-    fixed_length: bool = False  # never stop generating early (timing at equal work)
+    # Every generation exactly this many tokens, whatever the task asks (the steering-cost
+    # benchmark: steered and unsteered answers then do the same work); None: as asked.
+    exact_length: int | None = None
 
     @property
     def judge(self) -> Subject:
@@ -60,7 +62,7 @@ class CellEvaluation:
     examples: tuple[ExampleRecord, ...]
 
 
-def declared_metrics(task: Task) -> dict[str, bool]:
+def metric_directions(task: Task) -> dict[str, bool]:
     """Every metric name a cell of `task` may report, with its direction."""
     return {
         m.name: m.higher_is_better for m in (*task.metrics, *task.derived_metrics, *FLUENCY_METRICS)
@@ -103,7 +105,7 @@ def evaluate_cell(
     if error is not None:
         result = CellResult(
             metrics={},
-            higher_is_better=declared_metrics(task),
+            higher_is_better=metric_directions(task),
             primary_metric=task.primary_metric,
             n_examples=len(examples),
             degenerate=True,
@@ -130,13 +132,15 @@ def _answer(
     for i in indices:
         for j, request in enumerate(requests[i]):
             if isinstance(request, Generate):
-                key = (request.num_samples, request.max_new_tokens or gen.max_new_tokens)
+                length = evaluation.exact_length or request.max_new_tokens or gen.max_new_tokens
+                key = (request.num_samples, length)
                 generate_groups[key].append((i, j))
             else:
                 loglik.append((i, j))
     for (n, max_new), slots in generate_groups.items():
+        fixed = evaluation.exact_length is not None
         settings = GenerationSettings(
-            max_new, gen.temperature, gen.top_p, n, seed, gen.batch_size, evaluation.fixed_length
+            max_new, gen.temperature, gen.top_p, n, seed, gen.batch_size, fixed
         )
         texts = evaluation.subject.generate([requests[i][j].prompt for i, j in slots], settings)
         for (i, j), samples in zip(slots, texts):
@@ -180,16 +184,16 @@ def _score(
     evaluation: Evaluation, task: Task, examples, requests, outputs, cost: Cost, cell_id: str
 ) -> CellEvaluation:
     fluency = _fluency_scores(evaluation, requests, outputs)
-    declared = declared_metrics(task)
+    scored_names = {m.name for m in task.metrics}  # what `score` may return
     records, capped_total = [], 0
     for i, example in enumerate(examples):
         scored = task.score(example, outputs[i])
         values = dict(scored.scores)
-        unknown = sorted(set(values) - set(declared))
+        unknown = sorted(set(values) - scored_names)
         if unknown:
             raise UserError(
-                f"task '{task.name}' scored '{unknown[0]}', which is none of its declared "
-                f"metrics ({', '.join(sorted(declared))})"
+                f"task '{task.name}' scored '{unknown[0]}', which is none of its per-example "
+                f"metrics ({', '.join(sorted(scored_names))})"
             )
         if fluency.get(i):
             texts = [t for samples, _ in fluency[i] for t in samples]
@@ -214,7 +218,7 @@ def _score(
     )
     result = CellResult(
         metrics=metrics,
-        higher_is_better=declared,
+        higher_is_better=metric_directions(task),
         primary_metric=task.primary_metric,
         n_examples=len(examples),
         degenerate=degenerate,

@@ -28,6 +28,12 @@ class NoParams:
     pass
 
 
+class NotApplicable(Exception):
+    """Raised by `fit` when the method cannot be fitted for this subject (say, it needs the
+    corpus the model was trained on and the model's source has none): the runner records the
+    method x task pair as skipped, with this message as the reason."""
+
+
 class Method(ABC):
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams  # a frozen dataclass with defaults for every field
@@ -40,6 +46,14 @@ class Method(ABC):
 
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.Params()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "steer" in cls.__dict__:  # it would bypass the strength-0 guarantee
+            raise TypeError(
+                f"{cls.__name__} overrides Method.steer; implement steered() instead "
+                "(strength 0 is handled by the base class)"
+            )
 
     def applies_to(self, target: SteeringTarget) -> bool:
         """Whether `target` has what this method needs (else the runner skips the pair)."""

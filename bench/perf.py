@@ -1,9 +1,10 @@
 """Steering cost benchmark: steered / unsteered generation time, measured in one run.
 
-For each method: fit it on one task's steering target, then generate the same prompts at the
-same batch size and length (greedy, fixed length so both do equal work) with and without
-steering, alternating the order over several repeats, and report the ratio of the fastest
-repeats next to the method's declared `cost_budget`. Timings on a shared machine are noisy;
+For each method: fit it on one task's steering target, then evaluate the same cell of that task
+(`bench.evaluate.evaluate_cell`: the same examples at the same batch size, greedy, every
+generation exactly `--tokens` long so both do equal work) with and without steering, alternating
+the order over several repeats, and report the ratio of the fastest repeats' answering time per
+generated token next to the method's declared `cost_budget`. Timings on a shared machine are noisy;
 the ratio of two measurements taken side by side in one process is what this script is for,
 not timed tests.
 """
@@ -46,8 +47,8 @@ def task_examples(task: Task, n: int) -> tuple[list[Example], SteeringTarget]:
 def generation_seconds(
     evaluation: Evaluation, task: Task, examples, target, steer: Steer | None
 ) -> tuple[float, int]:
-    """Time spent answering `examples` in one cell evaluation (scoring excluded), and the
-    tokens generated."""
+    """Time spent answering `examples` in one cell evaluation (the timed part of a cell: its
+    requests under steering; scoring follows untimed), and the tokens generated."""
     cost = evaluate_cell(evaluation, task, examples, [target] * len(examples), steer, 0).result.cost
     return cost.seconds, cost.generated_tokens
 
@@ -57,11 +58,11 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
     subject = load_subject(ModelConfig(name=args.model), progress=False)
     task = TASKS.get(args.task)()
     examples, target = task_examples(task, args.batch)
-    # Greedy and fixed-length: steered and unsteered generation do the same work.
+    # Greedy and exactly `--tokens` long: steered and unsteered answers do the same work.
     generation = GenerationConfig(
         max_new_tokens=args.tokens, temperature=0.0, batch_size=args.batch
     )
-    evaluation = Evaluation(subject, generation, perplexity_cap=math.inf, fixed_length=True)
+    evaluation = Evaluation(subject, generation, perplexity_cap=math.inf, exact_length=args.tokens)
     names = args.methods.split(",") if args.methods else METHODS.names()
     rows = []
     for name in names:

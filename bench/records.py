@@ -1,56 +1,142 @@
 """The records a run writes, typed once: the runner writes them, the reports and the check read them.
 
 Every record is a frozen dataclass with `to_dict` (what goes into the JSON file) and
-`from_dict(data, where)` (strict: a missing or mistyped field is a one-line `UserError` naming the
-file and the field). `SCHEMA_VERSION` is written into every cell and the manifest; a reader refuses
-files from a newer steerbench.
+`from_dict(data, where)`, which reads it back strictly: a missing field or a value of the wrong
+type is a one-line `UserError` naming the file and the field (each field is read by its
+annotation, `_converter`); unknown keys are ignored, so that a newer writer may add some.
+`SCHEMA_VERSION` is written into every cell and the manifest; a reader refuses other versions.
 
 Schema 2 (this one) stores the unsteered model's cell of a (task, split, seed) once, with method
-`UNSTEERED`; each method's strength-0 point refers to it (`RunResults.cells` in the reports
-builds those views). Schema 1 copied it once per method.
+`UNSTEERED`; the reports view it as each method's strength-0 point (`CellRecord.viewed_as`,
+`reports.runs.unsteered_views`). Schema 1 copied it once per method.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.config import SelectionConfig
 from bench.errors import UserError
 
 SCHEMA_VERSION = 2
 UNSTEERED = "unsteered"  # the method label of the shared strength-0 cells
 
 
-def _float(value: Any) -> float:
-    """JSON null (a NaN or inf when written) becomes NaN."""
-    return float(value) if isinstance(value, (int, float)) else math.nan
+# ------------------------------------------------------------------------ reading JSON
+class _Malformed(ValueError):
+    """A value does not fit its field; the message says where and what was expected."""
 
 
-def _fields(cls: type, data: Any, where: str, required: tuple[str, ...]) -> Mapping[str, Any]:
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: a {cls.__name__} record must be a JSON object")
-    schema = data.get("schema", SCHEMA_VERSION)
-    if isinstance(schema, int) and schema > SCHEMA_VERSION:
-        raise UserError(f"{where}: results schema {schema} is newer than this steerbench")
-    if isinstance(schema, int) and schema < SCHEMA_VERSION:
-        raise UserError(
-            f"{where}: results schema {schema} is older than this steerbench reads "
-            f"({SCHEMA_VERSION}); run the experiment again into this directory to rewrite it"
-        )
-    missing = [k for k in required if k not in data]
+def _number(value: Any) -> float:
+    if value is None:  # how a NaN or inf was written (JSON has neither)
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Malformed(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Malformed(f"expected an integer, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Malformed(f"expected a string, got {value!r}")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Malformed(f"expected true or false, got {value!r}")
+    return value
+
+
+def _object(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise _Malformed(f"expected a JSON object, got {value!r}")
+    return value
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise _Malformed(f"expected a JSON list, got {value!r}")
+    return value
+
+
+SCALARS: dict[str, Callable[[Any], Any]] = {
+    "str": _text,
+    "float": _number,
+    "int": _integer,
+    "bool": _flag,
+    "Any": lambda value: value,
+}
+
+
+def _converter(annotation: str) -> Callable[[Any], Any]:
+    """How a field annotated `annotation` (as written in the dataclasses here) is read."""
+    if annotation in SCALARS:
+        return SCALARS[annotation]
+    if annotation.endswith(" | None"):
+        inner = _converter(annotation.removesuffix(" | None"))
+        return lambda value: None if value is None else inner(value)
+    if annotation.startswith("tuple[") and annotation.endswith(", ...]"):
+        item = _converter(annotation[len("tuple[") : -len(", ...]")])
+        return lambda value: tuple(item(v) for v in _list(value))
+    if annotation.startswith("Mapping[str, "):
+        item = _converter(annotation[len("Mapping[str, ") : -1])
+        return lambda value: {str(k): item(v) for k, v in _object(value).items()}
+    record = RECORDS[annotation]
+    return lambda value: _read(record, value)
+
+
+def _read(cls: type, data: Any):
+    """`cls` from a JSON object, each field by its annotation (raises `_Malformed`)."""
+    data = _object(data)
+    fields = dataclasses.fields(cls)
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
-        raise UserError(f"{where}: {cls.__name__} record lacks {', '.join(missing)}")
-    return data
+        raise _Malformed(f"lacks {', '.join(missing)}")
+    values = {}
+    for f in fields:
+        if f.name in data:
+            try:
+                values[f.name] = _converter(f.type)(data[f.name])
+            except _Malformed as error:
+                raise _Malformed(f"{f.name}: {error}") from None
+    return cls(**values)
 
 
-def _typed(where: str, build):
+def _record(cls: type, data: Any, where: str):
+    """`cls` from a record of a result file, or a one-line `UserError` naming what is wrong."""
+    if isinstance(data, dict):
+        schema = data.get("schema", SCHEMA_VERSION)
+        if schema != SCHEMA_VERSION:
+            older = isinstance(schema, int) and schema < SCHEMA_VERSION
+            raise UserError(
+                f"{where}: results schema {schema} is "
+                + (
+                    f"older than this steerbench reads ({SCHEMA_VERSION}); run the experiment "
+                    "again into a new directory, or into this one to rewrite its cells"
+                    if older
+                    else "not one this steerbench reads (a newer steerbench wrote it?)"
+                )
+            )
     try:
-        return build()
-    except (TypeError, ValueError, AttributeError, KeyError) as error:
-        raise UserError(f"{where}: malformed record ({error})") from None
+        return _read(cls, data)
+    except _Malformed as error:
+        raise UserError(f"{where}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------- cells
@@ -64,11 +150,7 @@ class Cost:
         return self.generated_tokens / self.seconds if self.seconds else math.nan
 
     def to_dict(self) -> dict:
-        return {
-            "seconds": self.seconds,
-            "generated_tokens": self.generated_tokens,
-            "tokens_per_second": self.tokens_per_second,
-        }
+        return {**dataclasses.asdict(self), "tokens_per_second": self.tokens_per_second}
 
 
 @dataclass(frozen=True)
@@ -103,14 +185,13 @@ class CellResult:
 
 @dataclass(frozen=True)
 class CellRecord:
-    """One finished cell as stored: its id, key and result. `shared_from` is never written: the
-    reports set it on a method's view of the shared unsteered cell."""
+    """One finished cell: its id, key and result, stored as one flat JSON object. `view_of` is
+    never stored: the reports set it on a method's view of the shared unsteered cell."""
 
     id: str
     key: CellKey
     result: CellResult
-    shared_from: str | None = None
-    schema: int = SCHEMA_VERSION
+    view_of: str | None = None
 
     # The fields every reader uses, without the nesting.
     method = property(lambda self: self.key.method)
@@ -128,62 +209,29 @@ class CellRecord:
     @property
     def source_id(self) -> str:
         """The stored cell whose numbers these are (views of the unsteered cell share one)."""
-        return self.shared_from or self.id
+        return self.view_of or self.id
 
     def viewed_as(self, method: str, method_name: str) -> CellRecord:
         """This (unsteered) cell as `method`'s strength-0 point."""
         key = dataclasses.replace(self.key, method=method, method_name=method_name)
-        return dataclasses.replace(self, key=key, shared_from=self.id)
+        return dataclasses.replace(self, key=key, view_of=self.id)
 
     def to_dict(self) -> dict:
-        r = self.result
-        return {
-            "schema": self.schema,
-            "id": self.id,
-            **dataclasses.asdict(self.key),
-            "metrics": dict(r.metrics),
-            "higher_is_better": dict(r.higher_is_better),
-            "primary_metric": r.primary_metric,
-            "n_examples": r.n_examples,
-            "degenerate": r.degenerate,
-            "perplexity_capped": r.perplexity_capped,
-            "cost": r.cost.to_dict(),
-            "error": r.error,
-        }
+        result = {**dataclasses.asdict(self.result), "cost": self.result.cost.to_dict()}
+        return {"schema": SCHEMA_VERSION, "id": self.id, **dataclasses.asdict(self.key), **result}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> CellRecord:
-        d = _fields(cls, data, where, ("id", "method", "task", "split", "strength", "seed"))
-        d = _fields(cls, d, where, ("metrics", "primary_metric", "cost"))
+        return cls(
+            id=_record(_CellId, data, where).id,
+            key=_record(CellKey, data, where),
+            result=_record(CellResult, data, where),
+        )
 
-        def build() -> CellRecord:
-            cost = d["cost"]
-            return cls(
-                id=str(d["id"]),
-                key=CellKey(
-                    method=str(d["method"]),
-                    method_name=str(d.get("method_name", d["method"])),
-                    task=str(d["task"]),
-                    split=str(d["split"]),
-                    strength=float(d["strength"]),
-                    seed=int(d["seed"]),
-                ),
-                result=CellResult(
-                    metrics={str(k): _float(v) for k, v in dict(d["metrics"]).items()},
-                    higher_is_better={
-                        str(k): bool(v) for k, v in dict(d.get("higher_is_better") or {}).items()
-                    },
-                    primary_metric=str(d["primary_metric"]),
-                    n_examples=int(d.get("n_examples", 0)),
-                    degenerate=bool(d.get("degenerate", False)),
-                    perplexity_capped=int(d.get("perplexity_capped") or 0),
-                    cost=Cost(_float(cost.get("seconds")), int(cost.get("generated_tokens") or 0)),
-                    error=d.get("error"),
-                ),
-                schema=int(d.get("schema", SCHEMA_VERSION)),
-            )
 
-        return _typed(where, build)
+@dataclass(frozen=True)
+class _CellId:
+    id: str
 
 
 @dataclass(frozen=True)
@@ -198,42 +246,14 @@ class ExampleRecord:
     outputs: tuple[Any, ...]
 
     def to_dict(self) -> dict:
-        return {
-            "cell": self.cell,
-            "example": self.example,
-            "scores": dict(self.scores),
-            "details": dict(self.details),
-            "outputs": list(self.outputs),
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> ExampleRecord:
-        d = _fields(cls, data, where, ("cell", "example", "scores", "outputs"))
-        return _typed(
-            where,
-            lambda: cls(
-                cell=str(d["cell"]),
-                example=str(d["example"]),
-                scores={str(k): _float(v) for k, v in dict(d["scores"]).items()},
-                details=dict(d.get("details") or {}),
-                outputs=tuple(d["outputs"]),
-            ),
-        )
+        return _record(cls, data, where)
 
 
 # ------------------------------------------------------------------- run-level records
-def _simple_from_dict(cls, data: Any, where: str):
-    """A flat record: required fields are those without a default; unknown keys are ignored."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    required = tuple(
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )
-    d = _fields(cls, data, where, required)
-    return _typed(where, lambda: cls(**{k: d[k] for k in names if k in d}))
-
-
 @dataclass(frozen=True)
 class Choice:
     """The operating strength chosen on `select` for one method x task (`bench.selection`)."""
@@ -251,10 +271,7 @@ class Choice:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Choice:
-        choice = _simple_from_dict(cls, data, where)
-        return dataclasses.replace(
-            choice, strength=float(choice.strength), effect=_float(choice.effect)
-        )
+        return _record(cls, data, where)
 
 
 @dataclass(frozen=True)
@@ -270,7 +287,7 @@ class Skip:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Skip:
-        return _simple_from_dict(cls, data, where)
+        return _record(cls, data, where)
 
 
 @dataclass(frozen=True)
@@ -289,15 +306,15 @@ class Fit:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Fit:
-        return _simple_from_dict(cls, data, where)
+        return _record(cls, data, where)
 
 
 # ------------------------------------------------------------------------------ manifest
 @dataclass(frozen=True)
 class ModelInfo:
-    name: str = "–"
-    fingerprint: str = "–"
-    type: str = "–"
+    name: str | None = None
+    fingerprint: str | None = None
+    type: str | None = None
     n_layers: int | None = None
 
 
@@ -318,60 +335,41 @@ class TaskEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a run was: configuration, environment, model, plan, status and timing."""
+    """What a run was: configuration, environment, model, plan, status and timing. A run
+    directory without a manifest reads as the empty one (every field unknown)."""
 
-    status: str = "unknown"  # running, interrupted or complete
-    experiment: Mapping[str, Any] = field(default_factory=dict)
+    status: str | None = None  # running, interrupted or complete
+    experiment: Mapping[str, Any] = field(default_factory=dict)  # `Experiment.to_dict()`
     experiment_file: str | None = None
     seeds: tuple[int, ...] = ()
     packages: Mapping[str, str | None] = field(default_factory=dict)
     git: str | None = None
     model: ModelInfo = ModelInfo()
-    evaluator: str = "–"
+    evaluator: str | None = None
     methods: tuple[MethodEntry, ...] = ()
     tasks: tuple[TaskEntry, ...] = ()
     started: float | None = None
     wall_seconds: float | None = None
-    schema: int = SCHEMA_VERSION
 
     @property
     def fluency_budget(self) -> float:
         """The budget the runner chose operating points under."""
-        return float((self.experiment.get("selection") or {}).get("fluency_budget", 1.5))
+        selection = self.experiment.get("selection") or {}
+        return selection.get("fluency_budget", SelectionConfig().fluency_budget)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"schema": SCHEMA_VERSION, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
-        d = _fields(cls, data, where, ())
+        manifest = _record(cls, data, where)
+        budget = (manifest.experiment.get("selection") or {}).get("fluency_budget", 1.0)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+            raise UserError(f"{where}: experiment.selection.fluency_budget: expected a number")
+        return manifest
 
-        def build() -> Manifest:
-            return cls(
-                status=str(d.get("status", "unknown")),
-                experiment=dict(d.get("experiment") or {}),
-                experiment_file=d.get("experiment_file"),
-                seeds=tuple(int(s) for s in d.get("seeds") or ()),
-                packages=dict(d.get("packages") or {}),
-                git=d.get("git"),
-                model=ModelInfo(**dict(d.get("model") or {})),
-                evaluator=str(d.get("evaluator", "–")),
-                methods=tuple(
-                    MethodEntry(str(m["label"]), str(m["name"]), tuple(m.get("strengths", ())))
-                    for m in d.get("methods") or ()
-                ),
-                tasks=tuple(
-                    TaskEntry(
-                        str(t["name"]),
-                        dict(t.get("scorers") or {}),
-                        str(t.get("source", "")),
-                        dict(t.get("sizes") or {}),
-                    )
-                    for t in d.get("tasks") or ()
-                ),
-                started=d.get("started"),
-                wall_seconds=d.get("wall_seconds"),
-                schema=int(d.get("schema", SCHEMA_VERSION)),
-            )
 
-        return _typed(where, build)
+# The records a field may hold, by the name its annotation gives them.
+RECORDS: dict[str, type] = {
+    cls.__name__: cls for cls in (Cost, CellKey, ModelInfo, MethodEntry, TaskEntry)
+}

@@ -30,6 +30,8 @@ from typing import Any
 
 from bench.records import CellRecord, ExampleRecord, Manifest
 
+# Written at the end of a run, from its cells (`Runner.run`).
+RUN_FILES = ("cells.jsonl", "records.jsonl", "selection.json", "skipped.json", "fits.json")
 PACKAGES = (
     "steerbench",
     "torch",
@@ -147,8 +149,12 @@ class RunDir:
     def write_json(self, name: str, value: Any) -> None:
         write_atomic(self.root / name, json.dumps(to_json(value), indent=2, sort_keys=True) + "\n")
 
-    def read_json(self, name: str) -> Any:
-        return json.loads((self.root / name).read_text())
+    def begin(self) -> None:
+        """A run starts: the run-level files of an earlier run in this directory go (they are
+        rebuilt from `cells/` at the end), so that an interrupted run is never reported
+        through them. Finished cells stay: they are what a re-run resumes from."""
+        for name in RUN_FILES:
+            (self.root / name).unlink(missing_ok=True)
 
     def write_records(self, name: str, records: Iterable[Any]) -> None:
         """A JSON list of records (`Choice`, `Skip`, `Fit`)."""

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.errors import UserError
 from bench.evaluate import Evaluation, evaluate_cell, steering
-from bench.method import Method, iter_strengths
+from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
 from bench.records import (
@@ -108,6 +108,7 @@ class Runner:
     def run(self) -> None:
         seeds = self.exp.seeds
         total = sum(len(self.tasks) * len(m.strengths) * len(seeds) * 2 for m in self.methods)
+        self.run_dir.begin()
         with (
             progress_bars(self.progress),
             torch_threads(self.exp.threads),
@@ -133,12 +134,18 @@ class Runner:
             missing = {
                 t.name for ts in targets.values() for t in ts if not planned.method.applies_to(t)
             }
+            reason = None
             if missing:
                 reason = f"{planned.method.name} needs what the task's target lacks ({sorted(missing)[0]})"
+            else:
+                try:
+                    states = self._fit(planned, task, [t for ts in targets.values() for t in ts])
+                except NotApplicable as error:
+                    reason = str(error)
+            if reason is not None:
                 self.skipped.append(Skip(planned.label, task.name, reason))
                 self._bar.update(len(planned.strengths) * len(self.exp.seeds) * 2)
                 continue
-            states = self._fit(planned, task, [t for ts in targets.values() for t in ts])
             select = self._sweep(
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )

@@ -18,6 +18,8 @@ from bench.metric import finite
 from bench.records import CellRecord, Choice
 
 TIE_DIGITS = 9  # effects equal to this many decimals are ties
+BEST_WITHIN_BUDGET = "best effect within the fluency budget"  # the reason of a normal choice
+NOTHING_WITHIN_BUDGET = "no strength within the fluency budget"
 
 
 def _mean(values: list[float | None]) -> float:
@@ -60,7 +62,7 @@ def choose_strength(
             task,
             strength=0.0,
             effect=effect(by_strength.get(0.0, [])),
-            reason="no strength within the fluency budget",
+            reason=NOTHING_WITHIN_BUDGET,
         )
     best = max(candidates, key=lambda c: (round(c[1] if higher else -c[1], TIE_DIGITS), -abs(c[0])))
     return Choice(
@@ -68,7 +70,7 @@ def choose_strength(
         task,
         strength=best[0],
         effect=best[1],
-        reason="best effect within the fluency budget",
+        reason=BEST_WITHIN_BUDGET,
         reference_perplexity=reference,
         perplexity_limit=limit,
     )

@@ -184,9 +184,10 @@ class MemoryXAttnParams:
     positions: str = "all"  # all | prompt | generated | first:K
     heads: int = 4  # attention heads of the module (d_model must be divisible by it)
     # Training (once per model and training config; cached under <cache>/memory_xattn/<key>/).
-    # "testbed" (or "model"): the documents the model was trained on, from its model source;
-    # else a .txt / .jsonl(.gz) file or a `datasets` id (see `methods.memory_corpus`).
-    corpus: str = "testbed"
+    # "model": the documents the model was trained on, from its model source (a model whose
+    # source has none skips this method); else a .txt / .jsonl(.gz) file or a `datasets` id
+    # (see `methods.memory_corpus`).
+    corpus: str = "model"
     corpus_split: str = "train"  # split of a `datasets` id
     text_field: str = "text"  # field of a .jsonl record or a `datasets` row
     corpus_texts: tuple[str, ...] = ()  # inline documents; when given, `corpus` is ignored

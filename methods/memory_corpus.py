@@ -1,7 +1,7 @@
 """Training text for the memory cross-attention module, and the windows it is trained on.
 
-Sources (the `corpus` parameter): "testbed" or its synonym "model" (documents the subject's model
-source says the model was trained on, `Subject.training_corpus`: the testbed's generated corpus
+Sources (the `corpus` parameter): "model", the default, or its older name "testbed" (documents
+the subject's model source says the model was trained on, `Subject.training_corpus`: the testbed's generated corpus
 for the testbed, of the experiment's testbed seed; a hub model has none), a local `.txt` file
 (documents separated by blank lines, or one per line when there are none), a local `.jsonl` /
 `.jsonl.gz` file (one record per line, the text in `text_field`), or a Hugging Face `datasets` id
@@ -26,15 +26,16 @@ from pathlib import Path
 import torch
 
 from bench.errors import UserError
+from bench.method import NotApplicable
 from bench.subject import Subject
 from bench.tensors import padded
 
 MIN_MEMORY_TOKENS = 4  # shortest memory span drawn in training
 EVAL_EVERY = 20  # every 20th document is held out for the evaluation loss
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".gz")
-# Corpus names meaning the documents the model itself was trained on ("testbed" came first and
-# stays: it is part of the cache keys of modules already trained).
-MODEL_CORPORA = ("testbed", "model")
+# Corpus names meaning the documents the model itself was trained on ("testbed", the first name,
+# is still read: experiment files name it).
+MODEL_CORPORA = ("model", "testbed")
 
 
 def load_texts(
@@ -83,7 +84,7 @@ def _model_texts(subject: Subject | None, corpus: str, n_docs: int) -> list[str]
     texts = read(n_docs) if read is not None else None
     if texts is None:
         model = subject.name if subject is not None else "(none given)"
-        raise UserError(
+        raise NotApplicable(
             f"memory corpus '{corpus}': the model {model} has no training corpus from its "
             "source; give corpus= a file or dataset id"
         )

@@ -62,7 +62,7 @@ def teaching_of(method: Method, subject: Subject, state: State, lesson: Lesson) 
 def by_steering(method: Method, subject: Subject, state: State, lesson: Lesson) -> Teaching:
     """The lesson of any method: its greedy responses under `steer`, and `steer` itself."""
     n = lesson.max_new_tokens
-    budget = subject.max_length - n
+    budget = max(subject.max_length - n, 1)  # prompt tokens that fit before the response
     prompts = list(lesson.prompts)
     rows = [subject.encode(t)[-budget:] or [subject.tokenizer.eos_token_id] for t in prompts]
     greedy = GenerationSettings(n, 0.0, batch_size=lesson.batch_size)

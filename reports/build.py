@@ -147,11 +147,11 @@ def metadata_blocks(run: Run) -> list[Block]:
     wall = m.wall_seconds
     facts = [
         ("run directory", str(run.root)),
-        ("status", m.status),
-        ("model", model.name),
-        ("model fingerprint", model.fingerprint),
-        ("architecture", f"{model.type}, {model.n_layers or '–'} layers"),
-        ("perplexity evaluator", m.evaluator),
+        ("status", m.status or "unknown"),
+        ("model", model.name or "–"),
+        ("model fingerprint", model.fingerprint or "–"),
+        ("architecture", f"{model.type or '–'}, {model.n_layers or '–'} layers"),
+        ("perplexity evaluator", m.evaluator or "–"),
         ("seeds", ", ".join(str(s) for s in m.seeds) or "–"),
         ("started", _when(m.started)),
         ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else "–"),

@@ -16,12 +16,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from bench.fluency import FLUENCY_METRICS
 from bench.metric import finite
-from bench.records import UNSTEERED, Choice
-from bench.selection import choose_strength
-from reports.runs import Cell, Run
+from bench.records import UNSTEERED, CellRecord, Choice
+from bench.selection import BEST_WITHIN_BUDGET, choose_strength
+from reports.runs import Run
 
-FLUENCY = ("perplexity", "distinct_1", "distinct_2", "distinct_3", "repetition")
+FLUENCY = tuple(m.name for m in FLUENCY_METRICS)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Point:
         return stat.mean if stat else math.nan
 
 
-def point(cells: Sequence[Cell]) -> Point:
+def point(cells: Sequence[CellRecord]) -> Point:
     names = dict.fromkeys(name for c in cells for name in c.metrics)
     return Point(
         strength=cells[0].strength,
@@ -89,7 +90,7 @@ class Curve:
 
 def curves(run: Run, task: str, split: str) -> dict[str, Curve]:
     """Per method label, its sweep on `split` (strength 0 included through the shared cells)."""
-    groups: dict[str, dict[float, list[Cell]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str, dict[float, list[CellRecord]]] = defaultdict(lambda: defaultdict(list))
     for cell in run.cells:
         if cell.task == task and cell.split == split and cell.method != UNSTEERED:
             groups[cell.method][cell.strength].append(cell)
@@ -101,7 +102,7 @@ def curves(run: Run, task: str, split: str) -> dict[str, Curve]:
 
 def unsteered(run: Run, task: str, split: str) -> Point | None:
     """The unsteered model on `split`: strength-0 cells, each original counted once per seed."""
-    originals: dict[str, Cell] = {}
+    originals: dict[str, CellRecord] = {}
     for cell in run.cells:
         if cell.task == task and cell.split == split and cell.strength == 0.0:
             originals.setdefault(cell.source_id, cell)
@@ -202,7 +203,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             notes.append(
                 f"test perplexity x{ppl / ref_ppl:.2f} is over the budget x{used_budget:g}"
             )
-        if chosen.reason and chosen.reason != "best effect within the fluency budget":
+        if chosen.reason and chosen.reason != BEST_WITHIN_BUDGET:
             notes.append(chosen.reason)
         broken = [p.strength for p in select_curves[method].points if p.degenerate]
         if broken:

@@ -3,8 +3,9 @@
 The reports never import a method or a task: everything they show comes from the files the
 runner wrote (`bench/rundir.py` documents the layout). `cells.jsonl` is the authoritative list
 of the run's cells (the `cells/` folder may also hold cells of earlier experiments written to the
-same directory); an interrupted run has no `cells.jsonl` yet, and then the cells of `cells/` that
-belong to the manifest's methods and tasks are used, with a warning in the report.
+same directory); a run removes it when it starts and writes it when it ends, so an interrupted
+run has none, and then the cells of `cells/` that belong to the manifest's methods, tasks and
+seeds are used, with a warning in the report.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.errors import UserError
-from bench.records import UNSTEERED, CellRecord, Choice, Fit, Manifest, Skip
+from bench.records import SCHEMA_VERSION, UNSTEERED, CellRecord, Choice, Fit, Manifest, Skip
 
 R = TypeVar("R")
-
-Cell = CellRecord  # what the reports call a cell: a stored cell, or a method's view of one
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class Run:
     label: str
     manifest: Manifest
     # The stored cells, and each method's view of the unsteered cells it swept (strength 0).
-    cells: tuple[Cell, ...]
+    cells: tuple[CellRecord, ...]
     selection: tuple[Choice, ...]
     skipped: tuple[Skip, ...]
     fits: tuple[Fit, ...]
@@ -67,7 +66,7 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise UserError(f"{path}: not valid JSON ({error})") from None
 
 
-def _read_cells(root: Path, manifest: Manifest) -> tuple[list[Cell], list[str], bytes]:
+def _read_cells(root: Path, manifest: Manifest) -> tuple[list[CellRecord], list[str], bytes]:
     """Cells of the run, warnings, and the raw bytes they came from (for the digest)."""
     warnings = []
     consolidated = root / "cells.jsonl"
@@ -81,7 +80,7 @@ def _read_cells(root: Path, manifest: Manifest) -> tuple[list[Cell], list[str], 
                 data = json.loads(line)
             except json.JSONDecodeError as error:
                 raise UserError(f"{consolidated}:{number}: not valid JSON ({error})") from None
-            cells.append(Cell.from_dict(data, f"{consolidated}:{number}"))
+            cells.append(CellRecord.from_dict(data, f"{consolidated}:{number}"))
         return cells, warnings, raw
     folder = root / "cells"
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -89,15 +88,22 @@ def _read_cells(root: Path, manifest: Manifest) -> tuple[list[Cell], list[str], 
         raise UserError(f"{root}: no cells.jsonl and no cells/ (not a steerbench run directory?)")
     tasks = {t.name for t in manifest.tasks}
     methods = {m.label for m in manifest.methods} | {UNSTEERED}
-    cells, raw = [], b""
+    seeds = set(manifest.seeds)
+    cells, raw, other_schema = [], b"", 0
     for path in files:
-        cell = Cell.from_dict(_read_json(path), str(path))
-        if not manifest.tasks or (cell.task in tasks and cell.method in methods):
+        data = _read_json(path)
+        if isinstance(data, dict) and data.get("schema") != SCHEMA_VERSION:
+            other_schema += 1  # left by an older steerbench in the same directory
+            continue
+        cell = CellRecord.from_dict(data, str(path))
+        ours = cell.task in tasks and cell.method in methods and cell.seed in seeds
+        if not manifest.tasks or ours:
             cells.append(cell)
             raw += path.read_bytes()
     warnings.append(
-        f"run status '{manifest.status}': no cells.jsonl, numbers come from the "
+        f"run status '{manifest.status or 'unknown'}': no cells.jsonl, numbers come from the "
         f"{len(cells)} finished cells in cells/"
+        + (f" ({other_schema} of another results schema left out)" if other_schema else "")
     )
     return cells, warnings, raw
 
@@ -111,25 +117,32 @@ def _read_list(path: Path, parse: Callable[[Any, str], R]) -> tuple[R, ...]:
 
 
 def unsteered_views(
-    cells: list[Cell], selection: tuple[Choice, ...], manifest: Manifest
-) -> list[Cell]:
-    """Each method's strength-0 point: a view of the unsteered cell of the same task, split and
-    seed, for every method that swept that task (it has cells there, or an operating point)."""
+    cells: list[CellRecord], selection: tuple[Choice, ...], manifest: Manifest
+) -> list[CellRecord]:
+    """Each method's strength-0 points: views of the unsteered cells its sweep went through.
+
+    A method with an operating point on a task finished its sweep there: strength 0 on both
+    splits for every seed. A method without one (an interrupted run) went through strength 0
+    where it has steered cells of the same split and seed, the runner sweeping upwards from 0.
+    """
     names = {m.label: m.name for m in manifest.methods}
-    swept: dict[str, dict[str, str]] = {}  # task -> method label -> registered name
+    # (task, method label) -> the (split, seed) pairs its sweep went through, None: all of them
+    swept: dict[tuple[str, str], set[tuple[str, int]] | None] = {}
     for cell in cells:
         if cell.method != UNSTEERED:
-            swept.setdefault(cell.task, {})[cell.method] = cell.method_name
+            names.setdefault(cell.method, cell.method_name)
+            points = swept.setdefault((cell.task, cell.method), set())
+            if points is not None:
+                points.add((cell.split, cell.seed))
     for choice in selection:
-        swept.setdefault(choice.task, {}).setdefault(
-            choice.method, names.get(choice.method, choice.method)
-        )
-    return [
-        cell.viewed_as(label, name)
-        for cell in cells
-        if cell.method == UNSTEERED
-        for label, name in swept.get(cell.task, {}).items()
-    ]
+        swept[(choice.task, choice.method)] = None
+    views = []
+    for (task, method), points in swept.items():
+        for cell in cells:
+            reached = points is None or (cell.split, cell.seed) in points
+            if cell.method == UNSTEERED and cell.task == task and reached:
+                views.append(cell.viewed_as(method, names.get(method, method)))
+    return views
 
 
 def load_run(path: str | Path, label: str | None = None) -> Run:
@@ -145,7 +158,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if not has_manifest:
         warnings.insert(0, "no manifest.json: model, seeds, versions and timings are unknown")
     if has_manifest and manifest.status != "complete" and not warnings:
-        warnings.append(f"run status '{manifest.status}': results may be partial")
+        warnings.append(f"run status '{manifest.status or 'unknown'}': results may be partial")
     selection = _read_list(root / "selection.json", Choice.from_dict)
     skipped = _read_list(root / "skipped.json", Skip.from_dict)
     fits = _read_list(root / "fits.json", Fit.from_dict)
@@ -173,7 +186,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
     names = [r.label for r in runs]
     if len(set(names)) == len(names):
         return runs
-    models = [f"{r.label} ({Path(r.manifest.model.name).name})" for r in runs]
+    models = [f"{r.label} ({Path(r.manifest.model.name or '?').name})" for r in runs]
     labels = (
         models
         if len(set(models)) == len(models)

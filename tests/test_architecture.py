@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -100,15 +101,20 @@ def test_evaluate_cell_answers_scores_and_aggregates(gpt2_subject):
     assert again.result.metrics == result.metrics
 
 
-def test_a_score_key_that_is_no_declared_metric_is_an_error(gpt2_subject):
+@pytest.mark.parametrize("key", ["grate_rate", "perplexity"])
+def test_a_score_key_that_is_no_per_example_metric_is_an_error(gpt2_subject, key):
+    """A typo would be NaN, and a fluency or derived name would be overwritten or ignored."""
+
     class Typo(ToyTask):
         def score(self, example, outputs):
-            return Scored({"grate_rate": 1.0})
+            return Scored({key: 1.0})
 
     task = Typo(ToyTask.Params(n=1))
     splits = task.load()
     targets = [task.target(ex, splits) for ex in splits.select]
-    with pytest.raises(UserError, match="scored 'grate_rate', which is none of its declared"):
+    with pytest.raises(
+        UserError, match=f"scored '{key}', which is none of its per-example metrics"
+    ):
         evaluate_cell(_evaluation(gpt2_subject), task, splits.select, targets, None, 0)
 
 
@@ -153,23 +159,44 @@ def test_records_round_trip_through_their_json():
 def test_the_unsteered_cell_is_viewed_as_each_methods_strength_zero():
     unsteered = _cell("unsteered", 0.0)
     view = unsteered.viewed_as("caa", "caa")
-    assert (view.method, view.method_name, view.source_id) == ("caa", "caa", unsteered.id)
+    assert (view.method, view.method_name, view.view_of) == ("caa", "caa", unsteered.id)
+    assert view.source_id == unsteered.source_id == unsteered.id
     assert view.metrics is unsteered.metrics
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({**_cell().to_dict(), "schema": SCHEMA_VERSION + 1}, "is newer than this steerbench"),
+        ({**_cell().to_dict(), "schema": SCHEMA_VERSION + 1}, "not one this steerbench reads"),
         ({**_cell().to_dict(), "schema": 1}, "older than this steerbench reads"),
-        ({k: v for k, v in _cell().to_dict().items() if k != "seed"}, "lacks seed"),
-        ({**_cell().to_dict(), "seed": "one"}, "malformed record"),
-        ([], "must be a JSON object"),
+        ({k: v for k, v in _cell().to_dict().items() if k != "seed"}, ": lacks seed"),
+        ({**_cell().to_dict(), "seed": "one"}, "seed: expected an integer, got 'one'"),
+        ({**_cell().to_dict(), "metrics": {"score": "high"}}, "metrics: expected a number"),
+        ({**_cell().to_dict(), "cost": {"seconds": 1.0}}, "cost: lacks generated_tokens"),
+        ([], "expected a JSON object"),
     ],
 )
 def test_bad_records_are_one_line_user_errors(data, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=re.escape(message)):
         CellRecord.from_dict(data, "cells.jsonl:1")
+
+
+@pytest.mark.parametrize(
+    "record, data, message",
+    [
+        (Choice, {"method": "m", "task": "t", "strength": None, "reason": "r"}, "lacks effect"),
+        (Choice, {"method": "m", "task": "t", "strength": "x", "effect": 1, "reason": "r"},
+         "strength: expected a number, got 'x'"),
+        (Manifest, {"seeds": [0, "1"]}, "seeds: expected an integer, got '1'"),
+        (Manifest, {"model": {"name": 3}}, "model: name: expected a string, got 3"),
+        (Manifest, {"experiment": {"selection": {"fluency_budget": "wide"}}},
+         "experiment.selection.fluency_budget: expected a number"),
+        (Manifest, {"methods": [{"label": "a"}]}, "methods: lacks name"),
+    ],
+)  # fmt: skip
+def test_bad_run_records_are_one_line_user_errors(record, data, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        record.from_dict(data, "f.json")
 
 
 # --------------------------------------------------------------------------- sources

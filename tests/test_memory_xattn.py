@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.errors import UserError
+from bench.method import NotApplicable
 from bench.params import parse
 from bench.state import State
 from bench.target import SteeringTarget
@@ -208,7 +209,9 @@ def test_the_model_corpus_is_the_subjects_own(gpt2_subject, monkeypatch):
     """ "testbed" (and its synonym "model") read the documents the subject's model source
     trained it on; a model without one is a user error naming the way out."""
     monkeypatch.setattr(gpt2_subject, "training_corpus", None)
-    with pytest.raises(UserError, match="'testbed': the model tiny-gpt2 has no training corpus"):
+    with pytest.raises(
+        NotApplicable, match="'testbed': the model tiny-gpt2 has no training corpus"
+    ):
         load_texts("testbed", "train", "text", (), 10, 0, subject=gpt2_subject)
     asked = []
 

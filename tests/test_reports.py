@@ -319,6 +319,28 @@ def test_interrupted_run_reports_finished_cells_with_the_runners_choice(tmp_path
         assert row(summary, chosen["task"], chosen["method"])["strength"] == chosen["strength"]
 
 
+def test_an_interrupted_sweep_views_the_unsteered_cells_it_went_through(tmp_path):
+    """Strength 0 of a method is the shared unsteered cell only where its sweep got to: a method
+    interrupted on `select` has no `test` point; a leftover of another schema is left out."""
+    run = copy_run(tmp_path)
+    (run / "cells.jsonl").unlink()
+    (run / "selection.json").unlink()
+    for path in (run / "cells").glob("*.json"):
+        cell = json.loads(path.read_text())
+        if cell["method"] == "meandiff" and cell["split"] == "test":
+            path.unlink()  # interrupted before meandiff's test cells
+    (run / "cells" / "old.json").write_text(json.dumps({"schema": 1, "cell": "old"}))
+    loaded = load_run(run)
+    assert "1 of another results schema left out" in loaded.warnings[0]
+    zero = {
+        (c.task, c.split, c.seed)
+        for c in loaded.cells
+        if c.method == "meandiff" and c.strength == 0.0
+    }
+    assert zero and {split for _, split, _ in zero} == {"select"}
+    assert all(c.view_of for c in loaded.cells if c.method == "meandiff" and c.strength == 0.0)
+
+
 def test_bad_run_directories_are_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="run directory not found"):
         build_report([tmp_path / "nope"])
@@ -331,7 +353,7 @@ def test_bad_run_directories_are_user_errors(tmp_path, capsys):
     with pytest.raises(UserError, match=r"cells.jsonl:2: not valid JSON"):
         build_report([run])
     write_cells(run, [{"id": "x", "method": "m"}])
-    with pytest.raises(UserError, match="CellRecord record lacks task, split, strength, seed"):
+    with pytest.raises(UserError, match="cells.jsonl:1: lacks method_name, task, split, strength"):
         build_report([run])
     assert cli_main(["report", str(tmp_path / "nope")]) == 2
     assert "steerbench: error: run directory not found" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def test_sweep_writes_cells_records_selection_and_shares_the_unsteered_cell(tmp_
     assert len(zero) == len({(c["split"], c["seed"]) for c in zero}) == 4
     loaded = load_run(root)
     views = [c for c in loaded.cells if c.method == "prompting" and c.strength == 0.0]
-    assert {v.shared_from for v in views} == {c["id"] for c in zero}
+    assert {v.view_of for v in views} == {c["id"] for c in zero}
     records = [json.loads(line) for line in (root / "records.jsonl").read_text().splitlines()]
     assert len(records) == 3 * len(cells)
     assert all(len(r["outputs"][0]) == 2 for r in records)  # two samples per prompt
@@ -181,3 +181,50 @@ def test_perplexity_is_scored_in_the_requests_fluency_context(tmp_path, gpt2_sub
     with TASKS.registered(Framed):
         Runner(exp, gpt2_subject, RunDir(exp.output_dir), evaluator=Spy(), progress=False).run()
     assert seen and all(c.startswith("Given this: ") for batch in seen for c in batch)
+
+
+def test_a_method_that_cannot_fit_this_subject_is_a_recorded_skip(tmp_path, gpt2_subject):
+    from bench.method import NotApplicable
+    from bench.registry import METHODS
+    from methods.prompting import Prompting
+
+    class NeedsCorpus(Prompting):
+        name = "needs_corpus"
+
+        def fit(self, subject, target):
+            raise NotApplicable(f"the model {subject.name} has no training corpus")
+
+    exp = experiment(tmp_path, methods=(MethodSpec(name="needs_corpus"), MethodSpec("prompting")))
+    with METHODS.registered(NeedsCorpus):
+        runner = run(exp, gpt2_subject)
+    (skip,) = runner.skipped
+    assert (skip.method, skip.task) == (
+        "needs_corpus",
+        "toy",
+    ) and "no training corpus" in skip.reason
+    assert [c.method for c in runner.selection] == ["prompting"]
+
+
+def test_a_rerun_starts_without_the_last_runs_consolidated_files(tmp_path, gpt2_subject):
+    """An interrupted re-run is then reported from cells/, never from an older cells.jsonl."""
+    exp = experiment(tmp_path)
+    run(exp, gpt2_subject)
+    root = RunDir(exp.output_dir).root
+    stale = root / "cells.jsonl"
+    stale.write_text("not what this run wrote\n")
+    RunDir(exp.output_dir).begin()
+    assert not stale.exists() and not (root / "selection.json").exists()
+    assert any((root / "cells").iterdir())  # finished cells stay for the re-run to resume
+
+
+def test_overriding_steer_is_refused_at_class_definition():
+    from bench.method import Method
+
+    with pytest.raises(TypeError, match="implement steered"):
+
+        class Old(Method):  # noqa: F841  (written against the old interface)
+            name = "old"
+
+            def fit(self, subject, target): ...
+
+            def steer(self, subject, state, strength): ...
