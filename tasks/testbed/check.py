@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from bench.tensors import padded
+
 from . import formats, truth
 from .genres import facts as fact_genre
 from .kb import Fact, case_splits, knowledge_base, reserved_objects
@@ -274,9 +276,7 @@ class _LM:
                 drop = max(0, len(ctx) + len(cont) - self.window)  # oldest tokens go first
                 rows.append((ctx + cont)[drop:])
                 spans.append((max(1, len(ctx) - drop), len(rows[-1])))
-            width = max(len(r) for r in rows)
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            ids, mask = padded(rows, pad, side="right")
             with torch.inference_mode():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
