@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -268,8 +269,11 @@ class Subject:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
 
-    def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return padded(rows, self.tokenizer.pad_token_id, side="left", device=self.device)
+    def padded(
+        self, rows: Sequence[Sequence[int]], *, side: Literal["left", "right"]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token rows as one (ids, mask) batch on the model's device (`bench.tensors.padded`)."""
+        return padded(rows, self.tokenizer.pad_token_id, side=side, device=self.device)
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -299,7 +303,7 @@ class Subject:
     ) -> list[list[str]]:
         budget = self.max_length - s.max_new_tokens
         rows = [self.encode(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
-        ids, mask = self._left_padded(rows)
+        ids, mask = self.padded(rows, side="left")
         sample = s.temperature > 0
         n = s.num_samples if sample else 1
         kwargs = (

@@ -22,7 +22,6 @@ import torch
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import Subject
-from bench.tensors import padded
 
 Reduce = Literal["last", "mean", "none"]
 
@@ -30,11 +29,6 @@ Reduce = Literal["last", "mean", "none"]
 def n_leading_special(subject: Subject) -> int:
     """How many special tokens `Subject.encode` puts before any text (e.g. 1 for a BOS)."""
     return len(subject.encode(""))
-
-
-def right_padded(subject: Subject, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
-    """(ids, mask) of shape (batch, width) on the subject's device, real tokens first."""
-    return padded(rows, subject.tokenizer.pad_token_id, side="right", device=subject.device)
 
 
 def encode_texts(subject: Subject, texts: Sequence[str]) -> list[list[int]]:
@@ -95,7 +89,7 @@ def collect(
     out = torch.empty(len(points), len(rows), subject.d_model, device=subject.device)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids, mask = right_padded(subject, [rows[i] for i in chunk])
+        ids, mask = subject.padded([rows[i] for i in chunk], side="right")
         acts = forward_capture(subject, ids, mask, points)
         lengths = mask.sum(-1)  # (batch,)
         index = torch.tensor(chunk, device=subject.device)
@@ -123,7 +117,7 @@ def text_logprobs(subject: Subject, texts: Sequence[str], *, batch_size: int = 1
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids, mask = right_padded(subject, [rows[i] for i in chunk])
+        ids, mask = subject.padded([rows[i] for i in chunk], side="right")
         with torch.no_grad():
             logits = subject.model(input_ids=ids, attention_mask=mask).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (batch, seq-1, vocab)

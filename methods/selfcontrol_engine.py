@@ -31,7 +31,7 @@ from bench.errors import UserError
 from bench.positions import TokenPositions
 from bench.subject import HookFn, Subject
 from bench.target import SuffixQuestion
-from bench.tensors import frozen, padded, position_ids_of
+from bench.tensors import frozen, position_ids_of
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def _left_pad(
     subject: Subject, rows: Sequence[Sequence[int]]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ids, attention mask and position ids (batch, width), left padded."""
-    ids, mask = padded(rows, subject.tokenizer.pad_token_id, side="left", device=subject.device)
+    ids, mask = subject.padded(rows, side="left")
     return ids, mask, position_ids_of(mask)
 
 

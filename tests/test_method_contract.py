@@ -112,7 +112,7 @@ def fitted(name: str, subject: Subject) -> tuple[Method, Case, State]:
 def forward_logits(subject: Subject) -> torch.Tensor:
     """Logits of a left-padded batch, (batch, seq, vocab), with the model's own forward."""
     rows = [subject.encode(p) for p in PROMPTS]
-    ids, mask = subject._left_padded(rows)
+    ids, mask = subject.padded(rows, side="left")
     with torch.no_grad():
         return subject.model(input_ids=ids, attention_mask=mask).logits
 

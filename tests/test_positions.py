@@ -55,7 +55,7 @@ def test_prompt_only_steering_matches_between_cache_and_full_recompute(gpt2_subj
         cached = subject.generate(PROMPTS, settings)
         # Recompute: feed prompt + generated text through a fresh forward with the same prompt lengths.
         rows = [subject.encode(p) for p in PROMPTS]
-        ids, mask = subject._left_padded(rows)
+        ids, mask = subject.padded(rows, side="left")
         with subject.positions.prompt_lengths(mask.sum(-1)):
             out = subject.model.generate(
                 input_ids=ids,

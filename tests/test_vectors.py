@@ -180,8 +180,8 @@ def test_steering_adds_exactly_the_vector_at_the_hooked_layer(subject):
     """Under left padding and several layers, the hooked site sees +strength * vector."""
     method = CAA(CAAParams(layer=(0, 2), site="resid_pre", positions="prompt"))
     state = method.fit(subject, TARGET)
-    ids, mask = subject._left_padded(
-        [subject.encode(t) for t in ("I love it", "The movie was great")]
+    ids, mask = subject.padded(
+        [subject.encode(t) for t in ("I love it", "The movie was great")], side="left"
     )
     points = ["layers.0.resid_pre", "layers.2.resid_pre"]
     base = forward_capture(subject, ids, mask, points)
@@ -200,8 +200,8 @@ def test_steering_adds_exactly_the_vector_at_the_hooked_layer(subject):
 def test_all_positions_adds_at_padding_without_changing_real_tokens(subject):
     """ "all" skips the mask: padding gets the vector too, which no real token can see."""
     state = CAA(CAAParams(layer=(0, 2))).fit(subject, TARGET)
-    ids, mask = subject._left_padded(
-        [subject.encode(t) for t in ("I love it", "The movie was great")]
+    ids, mask = subject.padded(
+        [subject.encode(t) for t in ("I love it", "The movie was great")], side="left"
     )
     real = mask.bool()
 
