@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from bench.params import describe
-    from bench.registry import METHODS, TASKS
+    from bench.registry import METHODS, MODEL_SOURCES, TASKS
 
     for title, registry in (("methods", METHODS), ("tasks", TASKS)):
         print(f"{title}:")
@@ -91,6 +91,9 @@ def _list(args: argparse.Namespace) -> int:
             strengths = getattr(item, "default_strengths", None)
             if strengths:
                 print(f"      {'(strengths)':<22} {'':<24} default: {list(strengths)}")
+    print("model sources (any other [model] name is a hub id or a local directory):")
+    for name in MODEL_SOURCES.names():
+        print(f"  {name:<20} {MODEL_SOURCES.get(name).summary}")
     return 0
 
 

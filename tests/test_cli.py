@@ -53,6 +53,7 @@ def test_list_shows_methods_tasks_and_parameters(capsys):
     out = capsys.readouterr().out
     assert "methods:" in out and "tasks:" in out
     assert "prompting" in out and "max_demonstrations" in out
+    assert "model sources" in out and "testbed" in out.split("model sources")[1]
 
 
 def test_run_end_to_end_on_a_local_model_directory(tmp_path, gpt2_subject, capsys, monkeypatch):
