@@ -22,7 +22,7 @@ from bench.config import GenerationConfig
 from bench.errors import UserError
 from bench.fluency import FLUENCY_METRICS, fluency_scores
 from bench.method import Method
-from bench.records import CellResult, Cost, ExampleRecord
+from bench.records import CellResult, Cost, Derivation, ExampleRecord
 from bench.state import State
 from bench.subject import GenerationSettings, Subject
 from bench.target import SteeringTarget
@@ -60,6 +60,10 @@ class Evaluation:
 class CellEvaluation:
     result: CellResult
     examples: tuple[ExampleRecord, ...]
+
+
+def derivations(task: Task) -> dict[str, Derivation]:
+    return {d.name: Derivation(d.of, d.combine) for d in task.derived_metrics}
 
 
 def metric_directions(task: Task) -> dict[str, bool]:
@@ -111,6 +115,7 @@ def evaluate_cell(
             degenerate=True,
             perplexity_capped=0,
             cost=cost,
+            derived=derivations(task),
             error=error,
         )
         return CellEvaluation(result, ())
@@ -224,6 +229,7 @@ def _score(
         degenerate=degenerate,
         perplexity_capped=capped_total,
         cost=cost,
+        derived=derivations(task),
     )
     return CellEvaluation(result, tuple(records))
 

@@ -166,6 +166,14 @@ class CellKey:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """How a derived metric is computed from other metrics' aggregates (`bench.metric`)."""
+
+    of: tuple[str, ...]
+    combine: str  # a name in `bench.metric.COMBINERS`
+
+
+@dataclass(frozen=True)
 class CellResult:
     """What evaluating a cell measured (`bench.evaluate.evaluate_cell`)."""
 
@@ -177,6 +185,8 @@ class CellResult:
     perplexity_capped: int  # samples whose perplexity hit the cap
     cost: Cost
     error: str | None = None  # why generation failed (inf/nan probabilities), if it did
+    # The derived metrics among `metrics`; every other metric is the mean of its examples' scores.
+    derived: Mapping[str, Derivation] = field(default_factory=dict)
 
     @property
     def effect(self) -> float:
@@ -371,5 +381,5 @@ class Manifest:
 
 # The records a field may hold, by the name its annotation gives them.
 RECORDS: dict[str, type] = {
-    cls.__name__: cls for cls in (Cost, CellKey, ModelInfo, MethodEntry, TaskEntry)
+    cls.__name__: cls for cls in (Cost, CellKey, Derivation, ModelInfo, MethodEntry, TaskEntry)
 }

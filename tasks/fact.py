@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.metric import DerivedMetric, Metric, harmonic_mean, mean
+from bench.metric import DerivedMetric, Metric, mean
 from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
 from bench.task import Example, Generate, Loglikelihood, Output, Request, Scored, Splits
@@ -53,9 +53,8 @@ METRICS = (
 SCORE = DerivedMetric(
     "counterfact_score",
     higher_is_better=True,
-    compute=lambda m: harmonic_mean(
-        [m.get("efficacy_score"), m.get("paraphrase_score"), m.get("neighborhood_score")]
-    ),
+    of=("efficacy_score", "paraphrase_score", "neighborhood_score"),
+    combine="harmonic_mean",
     description="harmonic mean of efficacy, paraphrase and neighbourhood scores (ROME's S)",
 )
 
