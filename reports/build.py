@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.fluency import definitions_note
 from bench.rundir import write_atomic
 from reports import figures
 from reports.headline import Headline, curves, unsteered
@@ -251,6 +252,7 @@ def build_report(
             "the ratio to the unsteered cell in brackets."
         )
     )
+    blocks.append(Para(definitions_note()))
     for run in runs:
         for warning in run.warnings:
             blocks.append(Para(f"Warning ({run.label}): {warning}", emphasis=True))

@@ -90,6 +90,10 @@ def test_evaluate_cell_answers_scores_and_aggregates(gpt2_subject):
         "distinct_2",
         "distinct_3",
         "repetition",
+        "distinct_1_dexperts",
+        "distinct_2_dexperts",
+        "distinct_3_dexperts",
+        "perplexity_dexperts",
     }
     rates = [r.scores["great_rate"] for r in evaluated.examples]
     assert result.metrics["great_rate"] == pytest.approx(sum(rates) / len(rates))

@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from bench import evaluate
-from bench.fluency import distinct_n, fluency_scores, perplexity, repetition
+from bench.fluency import (
+    distinct_n,
+    distinct_n_dexperts,
+    fluency_scores,
+    perplexity,
+    perplexity_dexperts,
+    repetition,
+)
 from bench.subject import ContinuationScore
 from tasks.fact import FactExample, FactInjection, FactParams, ngram_entropy
 from tasks.preference import HHRLHF, PreferenceExample
@@ -138,6 +145,20 @@ def run_fluency_scores(inp: dict) -> dict[str, float]:
     return {**values, "capped": capped}
 
 
+def run_fluency_cell(inp: dict) -> dict[str, float]:
+    """A generating cell's fluency metrics over several prompts, as the runner aggregates them."""
+    per = [
+        fluency_scores(p["texts"], [score(s) for s in p["scores"]], inp["cap"])[0]
+        for p in inp["prompts"]
+    ]
+    return evaluate.aggregate(Toxicity(scorer=ScoreIsText()), per, generates=True)
+
+
+def run_perplexity_dexperts(inp: dict) -> dict[str, float]:
+    values = [math.nan if p is None else float(p) for p in inp["perplexities"]]  # "inf" too
+    return {"perplexity_dexperts": perplexity_dexperts(values)}
+
+
 RUNNERS: dict[str, Callable[[dict], dict[str, float]]] = {
     "toxicity": run_toxicity,
     "sentiment": run_sentiment,
@@ -147,6 +168,11 @@ RUNNERS: dict[str, Callable[[dict], dict[str, float]]] = {
     "repetition": lambda inp: {"repetition": repetition(inp["text"])},
     "perplexity": lambda inp: {"perplexity": perplexity(score([inp["logprob"], inp["n_tokens"]]))},
     "fluency_scores": run_fluency_scores,
+    "fluency_cell": run_fluency_cell,
+    "distinct_n_dexperts": lambda inp: {
+        f"distinct_{n}_dexperts": distinct_n_dexperts(inp["texts"], n) for n in (1, 2, 3)
+    },
+    "perplexity_dexperts": run_perplexity_dexperts,
     "ngram_entropy": lambda inp: {"generation_entropy": ngram_entropy(inp["text"])},
 }
 
