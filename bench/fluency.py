@@ -38,7 +38,8 @@ DEXPERTS = "DExperts (Liu et al. 2021, scripts/evaluation/evaluate_generations.p
 # DExperts keeps a generation's perplexity only when it is below this ("for sanity").
 DEXPERTS_PERPLEXITY_LIMIT = 1e4
 
-FLUENCY_METRICS = (
+# steerbench's own definitions: the report's fluency columns and figures.
+OWN_FLUENCY = (
     Metric(
         "perplexity",
         higher_is_better=False,
@@ -79,6 +80,9 @@ FLUENCY_METRICS = (
             "samples, then over prompts"
         ),
     ),
+)
+# The published definitions, for comparison with DExperts-style tables: cells and summary.json.
+PUBLISHED_FLUENCY = (
     *(
         Metric(
             f"distinct_{n}_dexperts",
@@ -101,12 +105,13 @@ FLUENCY_METRICS = (
         ),
     ),
 )
+FLUENCY_METRICS = (*OWN_FLUENCY, *PUBLISHED_FLUENCY)
 
 
 def definitions_note() -> str:
     """One paragraph for the report: which definition the fluency columns use (each metric's
     `description` has the full definition)."""
-    published = [m.name for m in FLUENCY_METRICS if m.name.endswith("_dexperts")]
+    published = [m.name for m in PUBLISHED_FLUENCY]
     return (
         "Fluency columns use steerbench's definitions: perplexity of the continuation under the "
         "evaluator LM with each sample capped at the run's perplexity cap (gibberish counts); "

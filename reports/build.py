@@ -12,6 +12,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.fluency import definitions_note
 from bench.rundir import write_atomic
+from bench.stats import Difference, Interval
 from reports import figures
 from reports.headline import Headline, curves, unsteered
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
@@ -42,6 +43,29 @@ def _stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "task"
 
 
+def _ci(value: float, found: Interval | None) -> str:
+    """A value with its bootstrap interval over examples: "0.54 [0.41, 0.67]"."""
+    if not math.isfinite(value):
+        return "–"
+    if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(found.low, 2)}, {fmt(found.high, 2)}]"
+
+
+def _delta(found: Difference | None, adjusted: float | None, fallback: float) -> str:
+    """A paired difference with its interval and Holm-adjusted p: "+0.12 [+0.05, +0.20] p=0.02"."""
+    if found is None:
+        return f"{fallback:+.3g}" if math.isfinite(fallback) else "–"
+    text = f"{found.estimate:+.3g} [{found.low:+.2g}, {found.high:+.2g}]"
+    if adjusted is not None and math.isfinite(adjusted):
+        text += f" p={adjusted:.2g}"
+    return text
+
+
+def _mark(row: Headline) -> str:
+    return "★ " if row.best else "= " if row.tied else ""
+
+
 def _with_ratio(row: Headline, metric: str) -> str:
     value = row.test.mean(metric) if row.test else math.nan
     if not math.isfinite(value):
@@ -58,14 +82,16 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         *(["run"] if multi else []),
         "strength",
         "effect (select)",
-        "effect (test) ± sd",
-        "Δ vs unsteered",
+        "effect (test) [95% CI]",
+        "Δ vs unsteered [CI] p",
+        "Δ vs prompting [CI] p",
+        "worse",
         *(["Δ vs " + runs[0].label] if multi else []),
         "perplexity (x unst.)",
         "distinct-2",
         "repetition",
-        "s / cell (x unst.)",
-        "tokens/s (x unst.)",
+        "s / cell (x unst. cell)",
+        "tokens/s (x unst. cell)",
         "fit s",
         "notes",
     ]
@@ -75,13 +101,16 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
             continue
         ref, primary = table[0].reference, table[0].primary_metric
         if ref is not None:
+            known = table[0].uncertainty.reference if table[0].uncertainty else {}
             rows.append(
                 (
                     "unsteered (reference)",
                     *([run.label] if multi else []),
                     "0",
                     "–",
-                    f"{fmt(ref.mean(primary))} ± {fmt(ref.metrics[primary].std, 2)}",
+                    _ci(ref.mean(primary), known.get(primary)),
+                    "–",
+                    "–",
                     "–",
                     *(["–"] if multi else []),
                     fmt(ref.mean("perplexity")),
@@ -94,20 +123,30 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                 )
             )
         for row in table:
-            test = row.test
-            sd = test.metrics[primary].std if test and primary in test.metrics else math.nan
+            test, u = row.test, row.uncertainty
             delta = row.effect - (ref.mean(primary) if ref else math.nan)
             versus = row.effect - first[row.method].effect if row.method in first else math.nan
-            if row.best:
+            steer = u.steerability if u else None
+            if row.best or row.tied:
                 strong.add(len(rows))
             rows.append(
                 (
-                    ("★ " if row.best else "") + row.method,
+                    _mark(row) + row.method,
                     *([run.label] if multi else []),
                     fmt(row.strength),
                     fmt(row.select_effect),
-                    f"{fmt(row.effect)} ± {fmt(sd, 2)}" if test else "not measured",
-                    f"{delta:+.3g}" if math.isfinite(delta) else "–",
+                    _ci(row.effect, u.intervals.get(primary) if u else None)
+                    if test
+                    else "not measured",
+                    _delta(
+                        u.vs_unsteered if u else None, u and u.adjusted.get("vs_unsteered"), delta
+                    ),
+                    _delta(u.vs_prompting, u.adjusted.get("vs_prompting"), math.nan)
+                    if u and u.vs_prompting
+                    else "–",
+                    f"{steer.anti_steerable:.0%}"
+                    if steer and math.isfinite(steer.anti_steerable)
+                    else "–",
                     *([f"{versus:+.3g}" if math.isfinite(versus) else "–"] if multi else []),
                     _with_ratio(row, "perplexity"),
                     fmt(test.mean("distinct_2")) if test else "–",
@@ -140,6 +179,29 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
 
 def _when(epoch: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "–"
+
+
+def _power_note(per_run: Sequence[Sequence[Headline]]) -> str:
+    """What differences the suite's test split can detect (paired vs unsteered, 80 % power)."""
+    found = [
+        (row.uncertainty.steerability.mde, row.uncertainty.vs_unsteered.n)
+        for rows in per_run
+        for row in rows
+        if row.uncertainty
+        and row.uncertainty.steerability
+        and row.uncertainty.vs_unsteered
+        and math.isfinite(row.uncertainty.steerability.mde)
+        and row.uncertainty.steerability.mde > 0
+    ]
+    if not found:
+        return ""
+    mdes = sorted(m for m, _ in found)
+    n = max(k for _, k in found)
+    return (
+        f"Power: with {n} test examples, a paired difference from the unsteered model smaller "
+        f"than {fmt(mdes[len(mdes) // 2], 2)} (median over methods; {fmt(mdes[0], 2)} to "
+        f"{fmt(mdes[-1], 2)}) is detected less than 80% of the time at the 5% level."
+    )
 
 
 def metadata_blocks(run: Run) -> list[Block]:
@@ -247,9 +309,17 @@ def build_report(
         Para(
             "Each method's operating point is the strength with the best effect on the select "
             f"split under the fluency budget ({budget_text}); the table reports it on the test "
-            "split (mean ± sd over seeds). ★ marks the best test effect per suite among methods "
-            "that beat the unsteered model. Costs are per cell (one pass over the split), with "
-            "the ratio to the unsteered cell in brackets."
+            "split: the mean over seeds with its 95% bootstrap interval over the test examples "
+            "(each example with all its seeds). Δ columns are paired by example: the method's "
+            "effect minus the unsteered model's and minus the prompting baseline's, with their "
+            "95% intervals and p-values (sign-flip permutation test; Holm-corrected over every "
+            "comparison in the suite's table; a derived effect such as the CounterFact score has "
+            'an interval only). "worse" is the share of test examples the operating point '
+            "moved the wrong way (anti-steerable). ★ marks the best test effect among methods "
+            "that beat the unsteered model when its paired interval against each of them "
+            "excludes 0; otherwise = marks those it cannot be told from. Costs are per cell (one "
+            "pass over the split) with the ratio to the unsteered cell, run at another time on "
+            "a possibly busy machine; `steerbench bench` measures steering cost side by side."
         )
     )
     blocks.append(Para(definitions_note()))
@@ -264,7 +334,8 @@ def build_report(
                 png,
                 svg,
                 "Operating points per suite",
-                "Test effect at each method's operating point; the line is the unsteered model.",
+                "Each method's test effect minus the unsteered model's, paired by example, with "
+                "its 95% bootstrap interval; right is better; filled black = best, hollow = tied.",
             )
         )
     for task, per_run in tables.items():
@@ -277,6 +348,9 @@ def build_report(
         primary = next(rows[0].primary_metric for rows in per_run if rows)
         blocks.append(Para(f"Effect metric: {primary}."))
         blocks.append(headline_table(task, per_run, runs))
+        power = _power_note(per_run)
+        if power:
+            blocks.append(Para(power))
         views = _views(runs, tables, task)
         if not views:
             continue

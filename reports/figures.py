@@ -269,63 +269,78 @@ def fluency_figure(
     return fig
 
 
+def _difference(row: Headline) -> tuple[float, float, float]:
+    """(estimate, low, high) of the row's paired difference from unsteered; without per-example
+    records, the difference of means with no interval."""
+    found = row.uncertainty.vs_unsteered if row.uncertainty else None
+    if found is not None:
+        return found.estimate, found.low, found.high
+    base = row.reference.mean(row.primary_metric) if row.reference else math.nan
+    return row.effect - base, math.nan, math.nan
+
+
 def overview_figure(
     tables: Mapping[str, Sequence[Sequence[Headline]]], colours: Mapping[str, str]
 ) -> Figure | None:
-    """Per suite, each method's test effect at its operating point (error bar: seed std), the
-    unsteered model as a vertical line, the best per suite outlined in black."""
+    """A forest plot: per suite, each method's test effect minus the unsteered model's, paired
+    by example, with its 95% interval; 0 (no change) as a vertical line, the better direction
+    to the right, the best per suite filled black, ties hollow."""
     tasks = [t for t, per_run in tables.items() if any(per_run)]
     if not tasks:
         return None
-    bars = max(sum(len(rows) for rows in tables[t]) for t in tasks)
-    fig, axes = _grid(len(tasks), 3, 4.4, 0.45 * bars + 1.2, sharey=False)
+    points = max(sum(len(rows) for rows in tables[t]) for t in tasks)
+    fig, axes = _grid(len(tasks), 3, 4.4, 0.45 * points + 1.2, sharey=False)
     multi = max(len(per_run) for per_run in tables.values()) > 1
     runs = list(
         dict.fromkeys(r.run for per_run in tables.values() for rows in per_run for r in rows)
     )
+    markers = "osD^v"
     for ax, task in zip(axes, tasks):
         rows = [r for per_run in tables[task] for r in per_run]
         rows.sort(key=lambda r: list(colours).index(r.method))  # stable: runs stay in order
         labels = [f"{r.method} · {r.run}" if multi else r.method for r in rows]
+        higher = rows[0].higher_is_better.get(rows[0].primary_metric, True)
+        sign = 1.0 if higher else -1.0  # plotted so that better is always to the right
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
-            std = (
-                r.test.metrics[r.primary_metric].std
-                if r.test and r.primary_metric in r.test.metrics
-                else 0
-            )
-            ax.barh(y, r.effect if _finite(r.effect) else 0, xerr=std if _finite(std) else 0,
-                    color=colours[r.method], edgecolor="black" if r.best else "white",
-                    lw=2.0 if r.best else 0, capsize=3, height=0.7,
-                    hatch=HATCHES[runs.index(r.run) % len(HATCHES)])  # fmt: skip
-        refs = {r.run: r.reference.mean(r.primary_metric) for r in rows if r.reference}
-        for k, value in enumerate(refs.values()):
-            if _finite(value):
-                ax.axvline(value, color="0.2", ls=LINESTYLES[k % 4], lw=1)
+            estimate, low, high = (sign * v for v in _difference(r))
+            if not _finite(estimate):
+                continue
+            if _finite(low) and _finite(high):
+                ax.plot([min(low, high), max(low, high)], [y, y], color=colours[r.method], lw=3)
+            face = "black" if r.best else "white" if r.tied else colours[r.method]
+            ax.plot(estimate, y, ls="none", marker=markers[runs.index(r.run) % len(markers)],
+                    ms=10, mfc=face, mec="black" if (r.best or r.tied) else colours[r.method],
+                    mew=1.5, zorder=5)  # fmt: skip
+        ax.axvline(0, color="0.2", lw=1)
         ax.set_yticks(ys, [_wrap(text, 24) for text in labels], fontsize=9)
-        higher = rows[0].higher_is_better.get(rows[0].primary_metric, True)
-        ax.set_xlabel(f"{rows[0].primary_metric} on test ({direction(higher)})")
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        better = "higher" if higher else "lower"
+        ax.set_xlabel(f"Δ {rows[0].primary_metric} ({better} is better: →)")
         ax.set_title(task, fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(tasks) :]:
         ax.set_axis_off()
     handles = [
-        Line2D([], [], color="0.2", lw=1, label="unsteered"),
-        Patch(facecolor="white", edgecolor="black", lw=2, label="best on suite"),
+        Line2D([], [], color="0.2", lw=1, label="no change (unsteered)"),
+        Line2D([], [], ls="none", marker="o", mfc="black", mec="black", label="best on suite"),
+        Line2D([], [], ls="none", marker="o", mfc="white", mec="black", label="tied for best"),
     ]
     if multi:
         handles += [
-            Patch(
-                facecolor="0.75",
-                edgecolor="white",
-                hatch=HATCHES[k % len(HATCHES)],
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker=markers[k % len(markers)],
+                color="0.4",
                 label=f"run: {run}",
             )  # fmt: skip
             for k, run in enumerate(runs)
         ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9)
-    fig.suptitle("Operating points: test effect (error bars: std over seeds)", fontsize=12)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9)
+    fig.suptitle("Δ vs unsteered on test, paired by example (95% CI)", fontsize=12)
     return fig
 
 

@@ -16,13 +16,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from bench.fluency import FLUENCY_METRICS
+from bench.fluency import OWN_FLUENCY
 from bench.metric import finite
 from bench.records import UNSTEERED, CellRecord, Choice
 from bench.selection import BEST_WITHIN_BUDGET, choose_strength
+from bench.stats import holm
 from reports.runs import Run
+from reports.uncertainty import Uncertainty, difference, intervals, steerability
 
-FLUENCY = tuple(m.name for m in FLUENCY_METRICS)
+FLUENCY = tuple(m.name for m in OWN_FLUENCY)  # the fluency columns and panels shown
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Point:
     tokens_per_second: Stat
     n_examples: int
     seeds: int
+    cells: tuple[CellRecord, ...]  # one per seed: where the per-example scores are
 
     def mean(self, metric: str) -> float:
         stat = self.metrics.get(metric)
@@ -74,6 +77,7 @@ def point(cells: Sequence[CellRecord]) -> Point:
         tokens_per_second=Stat.of(c.result.cost.tokens_per_second for c in cells),
         n_examples=max(c.result.n_examples for c in cells),
         seeds=len({c.seed for c in cells}),
+        cells=tuple(cells),
     )
 
 
@@ -138,8 +142,10 @@ class Headline:
     reference: Point | None  # unsteered on test
     fit_seconds: float
     degenerate_strengths: tuple[float, ...]  # on select
-    best: bool = False
+    best: bool = False  # the best test effect, and it beats the runner-up (paired CI)
+    tied: bool = False  # indistinguishable (paired CI) from the best test effect
     notes: tuple[str, ...] = field(default_factory=tuple)
+    uncertainty: Uncertainty | None = None  # None: the run kept no per-example records
 
     @property
     def effect(self) -> float:
@@ -235,11 +241,60 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 notes=tuple(notes),
             )
         )
-    return mark_best(rows)
+    return mark_best(run, assess(run, rows))
 
 
-def mark_best(rows: list[Headline]) -> list[Headline]:
-    """Mark the best test effect among rows that beat the unsteered model (ties all marked).
+def assess(run: Run, rows: list[Headline]) -> list[Headline]:
+    """Each row's intervals and paired comparisons, Holm-adjusted over the suite's table."""
+    prompting = next((r for r in rows if r.method_name == "prompting" and r.test), None)
+    reference = rows[0].reference if rows else None
+    reference_intervals = intervals(run, reference.cells, reference.metrics) if reference else {}
+    assessed = []
+    for row in rows:
+        if row.test is None or row.reference is None:
+            assessed.append(row)
+            continue
+        higher = row.higher_is_better.get(row.primary_metric, True)
+        control = row.reference.cells
+        versus = prompting.test.cells if prompting and prompting is not row else None
+        uncertainty = Uncertainty(
+            intervals=intervals(run, row.test.cells, row.test.metrics),
+            reference=reference_intervals,
+            vs_unsteered=difference(run, row.test.cells, control, row.primary_metric),
+            vs_prompting=difference(run, row.test.cells, versus, row.primary_metric)
+            if versus
+            else None,
+            steerability=steerability(run, row.test.cells, control, row.primary_metric, higher),
+        )
+        assessed.append(replace(row, uncertainty=uncertainty))
+    return adjust(assessed)
+
+
+def adjust(rows: list[Headline]) -> list[Headline]:
+    """Holm's correction over every comparison in the table (both columns, every method)."""
+    slots = [
+        (i, side, getattr(row.uncertainty, side).p_value)
+        for i, row in enumerate(rows)
+        if row.uncertainty is not None
+        for side in ("vs_unsteered", "vs_prompting")
+        if getattr(row.uncertainty, side) is not None
+    ]
+    adjusted = holm([p for _, _, p in slots])
+    by_row: dict[int, dict[str, float]] = defaultdict(dict)
+    for (i, side, _), p in zip(slots, adjusted):
+        by_row[i][side] = p
+    return [
+        replace(row, uncertainty=replace(row.uncertainty, adjusted=by_row[i]))
+        if row.uncertainty is not None
+        else row
+        for i, row in enumerate(rows)
+    ]
+
+
+def mark_best(run: Run, rows: list[Headline]) -> list[Headline]:
+    """Mark the best test effect among rows that beat the unsteered model: "best" where the paired
+    interval of its difference from every other such row excludes 0, else "tied" on it and on
+    the rows it cannot be told from (exact ties always are).
 
     A method whose operating point does not improve on the unsteered model is never "best", so
     a suite where nothing helped has no mark rather than a meaningless winner.
@@ -260,4 +315,17 @@ def mark_best(rows: list[Headline]) -> list[Headline]:
     top = max(score(r) for r in rows)
     if top == -math.inf:
         return rows
-    return [replace(r, best=score(r) == top) for r in rows]
+    leader = next(r for r in rows if score(r) == top)
+
+    def indistinguishable(row: Headline) -> bool:
+        if row is leader or score(row) == top:
+            return True
+        if score(row) == -math.inf:
+            return False
+        found = difference(run, leader.test.cells, row.test.cells, primary)
+        return found is None or found.low <= 0 <= found.high
+
+    tied = [r for r in rows if indistinguishable(r)]
+    if len(tied) == 1:
+        return [replace(r, best=r is leader) for r in rows]
+    return [replace(r, tied=any(r is t for t in tied)) for r in rows]

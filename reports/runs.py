@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.errors import UserError
-from bench.records import SCHEMA_VERSION, UNSTEERED, CellRecord, Choice, Fit, Manifest, Skip
+from bench.records import (
+    SCHEMA_VERSION,
+    UNSTEERED,
+    CellRecord,
+    Choice,
+    ExampleRecord,
+    Fit,
+    Manifest,
+    Skip,
+)
+from bench.rundir import read_jsonl
 
 R = TypeVar("R")
 
@@ -35,6 +45,12 @@ class Run:
     fits: tuple[Fit, ...]
     warnings: tuple[str, ...]
     digest: str  # hash of the result files the numbers come from
+    # Per stored cell id: its examples' records (empty where the run kept none).
+    examples: Mapping[str, tuple[ExampleRecord, ...]] = field(default_factory=dict)
+
+    def examples_of(self, cell: CellRecord) -> tuple[ExampleRecord, ...]:
+        """The per-example records behind a cell (a view's are its stored cell's)."""
+        return self.examples.get(cell.source_id, ())
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -145,6 +161,29 @@ def unsteered_views(
     return views
 
 
+def _read_examples(root: Path, cells: list[CellRecord]) -> dict[str, tuple[ExampleRecord, ...]]:
+    """The run's per-example records by cell: records.jsonl, else each cell's own file."""
+    by_cell: dict[str, list[ExampleRecord]] = {c.id: [] for c in cells}
+    consolidated = root / "records.jsonl"
+    try:
+        if consolidated.exists():
+            for number, data in enumerate(read_jsonl(consolidated), 1):
+                record = ExampleRecord.from_dict(data, f"{consolidated}:{number}")
+                if record.cell in by_cell:
+                    by_cell[record.cell].append(record)
+        else:
+            for cell_id, records in by_cell.items():
+                path = root / "records" / f"{cell_id}.jsonl"
+                if path.exists():
+                    records.extend(
+                        ExampleRecord.from_dict(data, f"{path}:{number}")
+                        for number, data in enumerate(read_jsonl(path), 1)
+                    )
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{root}: per-example records are not valid JSON Lines ({error})") from None
+    return {cell_id: tuple(records) for cell_id, records in by_cell.items() if records}
+
+
 def load_run(path: str | Path, label: str | None = None) -> Run:
     root = Path(path)
     if not root.is_dir():
@@ -175,6 +214,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         fits=fits,
         warnings=tuple(warnings),
         digest=digest,
+        examples=_read_examples(root, unique),
     )
 
 

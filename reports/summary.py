@@ -11,9 +11,15 @@ Schema (`"schema": "steerbench.summary"`, `"version": 1`):
         "inputs_digest": str,                 # hash of cells.jsonl + selection.json
         "rows": [{
           "task", "method", "method_name", "primary_metric", "strength", "select_effect",
-          "reason", "best", "measured_on_test", "degenerate", "n_seeds", "n_examples",
-          "metrics":   {name: {"mean", "std", "min", "max", "n", "higher_is_better"}},  # test
+          "reason", "best", "tied", "measured_on_test", "degenerate", "n_seeds", "n_examples",
+          "metrics":   {name: {"mean", "std", "min", "max", "n",      # over seeds, on test
+                               "ci_low", "ci_high", "ci_level",       # bootstrap over examples
+                               "higher_is_better"}},
           "unsteered": {name: {...same...}},   # the unsteered model on test
+          "vs_unsteered" | "vs_prompting": null | {"estimate", "ci_low", "ci_high", "ci_level",
+                   "p_value", "p_holm", "n_examples"},   # primary metric, paired by example
+          "steerability": null | {"anti_steerable", "minimum_detectable_difference",
+                   "per_example"},                     # per-example change vs unsteered
           "cost": {"seconds", "tokens_per_second", "seconds_ratio", "tokens_per_second_ratio",
                    "fit_seconds"},
           "notes": [str]
@@ -38,6 +44,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.rundir import to_json
+from bench.stats import Difference, Interval
 from reports.headline import Headline, Point, headlines
 from reports.runs import Run
 
@@ -52,17 +59,62 @@ def _version() -> str | None:
         return None
 
 
-def _metrics(point: Point | None, directions: Mapping[str, bool]) -> dict:
+def _metrics(
+    point: Point | None, directions: Mapping[str, bool], intervals: Mapping[str, Interval]
+) -> dict:
     if point is None:
         return {}
     return {
-        name: {**stat.to_dict(), "higher_is_better": directions.get(name)}
+        name: {
+            **stat.to_dict(),
+            **_interval(intervals.get(name)),
+            "higher_is_better": directions.get(name),
+        }
         for name, stat in point.metrics.items()
     }
 
 
+def _interval(found: Interval | None) -> dict:
+    """The bootstrap interval over examples (null where the run kept no examples)."""
+    if found is None:
+        return {"ci_low": None, "ci_high": None, "ci_level": None}
+    return {"ci_low": found.low, "ci_high": found.high, "ci_level": found.level}
+
+
+def _difference(found: Difference | None, adjusted: float | None) -> dict | None:
+    if found is None:
+        return None
+    return {
+        "estimate": found.estimate,
+        "ci_low": found.low,
+        "ci_high": found.high,
+        "ci_level": found.level,
+        "p_value": found.p_value,
+        "p_holm": adjusted,
+        "n_examples": found.n,
+    }
+
+
+def _uncertainty(row: Headline) -> dict:
+    u = row.uncertainty
+    if u is None:
+        return {"vs_unsteered": None, "vs_prompting": None, "steerability": None}
+    steer = u.steerability
+    return {
+        "vs_unsteered": _difference(u.vs_unsteered, u.adjusted.get("vs_unsteered")),
+        "vs_prompting": _difference(u.vs_prompting, u.adjusted.get("vs_prompting")),
+        "steerability": None
+        if steer is None
+        else {
+            "anti_steerable": steer.anti_steerable,
+            "minimum_detectable_difference": steer.mde,
+            "per_example": list(steer.per_example),
+        },
+    }
+
+
 def row_dict(row: Headline) -> dict:
-    test = row.test
+    test, u = row.test, row.uncertainty
     return {
         "task": row.task,
         "method": row.method,
@@ -72,12 +124,14 @@ def row_dict(row: Headline) -> dict:
         "select_effect": row.select_effect,
         "reason": row.reason,
         "best": row.best,
+        "tied": row.tied,
         "measured_on_test": test is not None,
         "degenerate": bool(test and test.degenerate),
         "n_seeds": test.seeds if test else 0,
         "n_examples": test.n_examples if test else 0,
-        "metrics": _metrics(test, row.higher_is_better),
-        "unsteered": _metrics(row.reference, row.higher_is_better),
+        "metrics": _metrics(test, row.higher_is_better, u.intervals if u else {}),
+        "unsteered": _metrics(row.reference, row.higher_is_better, u.reference if u else {}),
+        **_uncertainty(row),
         "cost": {
             "seconds": test.seconds.mean if test else math.nan,
             "tokens_per_second": test.tokens_per_second.mean if test else math.nan,

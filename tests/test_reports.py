@@ -272,7 +272,9 @@ def test_lower_is_better_suites_rank_downwards(tmp_path):
     summary = summarise(run, 1000)
     toxicity = {r["method"]: r for r in summary["runs"][0]["rows"] if r["task"] == "toy_toxicity"}
     assert toxicity["prompting"]["metrics"]["toxicity"]["mean"] == 0.25
-    assert toxicity["prompting"]["best"] and toxicity["meandiff"]["best"]  # a tie: both marked
+    # An exact tie: both are marked as tied, neither is "best".
+    assert toxicity["prompting"]["tied"] and toxicity["meandiff"]["tied"]
+    assert not toxicity["prompting"]["best"] and not toxicity["meandiff"]["best"]
 
 
 # ------------------------------------------------------------------------------ robustness

@@ -80,9 +80,10 @@ def test_screenshot_shows_the_figures(page, tmp_path):
     assert image.shape[:2] == (2000, 1280)
     ink = (image[..., :3].mean(axis=-1) < 0.9).mean()
     assert ink > 0.05, f"the page looks blank ({ink:.1%} non-white)"
-    # Both methods' colours are painted in quantity: bars, lines, bands, markers.
+    # Both methods' colours are painted: interval lines and markers in the overview's forest
+    # plot (a method that stays at strength 0 is a marker alone there), lines and bands below.
     for method, colour in (("prompting", COLOURS[0]), ("meandiff", COLOURS[1])):
-        assert colour_pixels(image, colour) > 2000, method
+        assert colour_pixels(image, colour) > 500, method
 
 
 def test_every_image_decodes_from_its_data_uri(page, tmp_path):

@@ -1,0 +1,179 @@
+"""Uncertainty of a run's headline numbers, from its per-example records (`bench.stats`).
+
+A cell's metric is the mean of its examples' scores (a derived metric combines such means), and a
+headline number is that mean over the run's seeds. Every interval here resamples the examples
+(each example with all its seeds), so that it says how much the number would move on another
+draw of examples of the same kind; every comparison pairs the two sides by example, so that the
+examples' own difficulty cancels out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.records import CellRecord
+from bench.stats import (
+    Difference,
+    Interval,
+    bootstrap_interval,
+    harmonic_mean_of,
+    minimum_detectable_difference,
+    paired_difference,
+    share_worse,
+)
+from reports.runs import Run
+
+LEVEL = 0.95
+RESAMPLES = 2000
+SEED = 0  # resampling is seeded: the same run gives the same report
+# `bench.metric.COMBINERS` by name, vectorised over bootstrap resamples.
+VECTORISED = {"harmonic_mean": harmonic_mean_of}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One metric's per-example scores over the seeds of a set of cells."""
+
+    examples: tuple[str, ...]
+    seeds: tuple[int, ...]
+    values: np.ndarray  # (len(examples), len(seeds)); NaN where an example has no score
+
+    def aligned(self, examples: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """These scores on the given examples and seeds (NaN where absent)."""
+        row = {e: i for i, e in enumerate(self.examples)}
+        col = {s: j for j, s in enumerate(self.seeds)}
+        out = np.full((len(examples), len(seeds)), math.nan)
+        for i, example in enumerate(examples):
+            for j, seed in enumerate(seeds):
+                if example in row and seed in col:
+                    out[i, j] = self.values[row[example], col[seed]]
+        return out
+
+
+def scores(run: Run, cells: Sequence[CellRecord], metric: str) -> Scores:
+    """`metric`'s per-example scores in `cells` (one cell per seed of the same point)."""
+    by_seed = {
+        cell.seed: {r.example: r.scores.get(metric, math.nan) for r in run.examples_of(cell)}
+        for cell in cells
+    }
+    seeds = tuple(sorted(by_seed))
+    examples = tuple(sorted(set().union(*by_seed.values()))) if by_seed else ()
+    values = np.array(
+        [[by_seed[s].get(e, math.nan) for s in seeds] for e in examples], dtype=float
+    ).reshape(len(examples), len(seeds))
+    return Scores(examples, seeds, values)
+
+
+def intervals(run: Run, cells: Sequence[CellRecord], metrics) -> dict[str, Interval]:
+    """The intervals of `metrics` at this point (those the run kept examples for)."""
+    return {name: found for name in metrics if (found := interval(run, cells, name)) is not None}
+
+
+def interval(run: Run, cells: Sequence[CellRecord], metric: str) -> Interval | None:
+    """The interval of `metric` at this point; None where the run kept no examples for it."""
+    if not cells or not any(run.examples_of(c) for c in cells):
+        return None
+    derivation = cells[0].result.derived.get(metric)
+    if derivation is None:
+        data = scores(run, cells, metric).values
+        if not np.isfinite(data).any():
+            return None
+        return bootstrap_interval(data, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
+    parts = {name: scores(run, cells, name) for name in derivation.of}
+    examples = sorted(set().union(*(p.examples for p in parts.values())))
+    seeds = sorted({c.seed for c in cells})
+    arrays = {name: p.aligned(examples, seeds) for name, p in parts.items()}
+    combine = VECTORISED[derivation.combine](derivation.of)
+    return bootstrap_interval(
+        arrays, level=LEVEL, n_resamples=RESAMPLES, seed=SEED, combine=combine
+    )
+
+
+def paired(
+    run: Run, treated: Sequence[CellRecord], control: Sequence[CellRecord], metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both sides' scores of `metric` on the examples and seeds they share, row by row."""
+    a, b = scores(run, treated, metric), scores(run, control, metric)
+    examples = sorted(set(a.examples) & set(b.examples))
+    seeds = sorted(set(a.seeds) & set(b.seeds))
+    if not examples or not seeds:
+        return None
+    treated, control = a.aligned(examples, seeds), b.aligned(examples, seeds)
+    if not (np.isfinite(treated) & np.isfinite(control)).any():
+        return None  # e.g. a derived metric, which has no per-example scores
+    return treated, control
+
+
+def difference(
+    run: Run, treated: Sequence[CellRecord], control: Sequence[CellRecord], metric: str
+) -> Difference | None:
+    """treated - control in `metric`, paired by example. A derived metric is computed whole on
+    both sides of each resample (the same examples); its difference has an interval but no
+    p-value (the sign-flip test is for a mean of per-example differences)."""
+    derivation = treated[0].result.derived.get(metric) if treated else None
+    if derivation is None:
+        both = paired(run, treated, control, metric)
+        if both is None:
+            return None
+        return paired_difference(*both, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
+    arrays = {}
+    for name in derivation.of:
+        both = paired(run, treated, control, name)
+        if both is None:
+            return None
+        arrays[f"treated:{name}"], arrays[f"control:{name}"] = both
+    if len({len(a) for a in arrays.values()}) != 1:
+        return None  # the parts cover different examples: no common rows to resample
+    combine = VECTORISED[derivation.combine](derivation.of)
+
+    def gap(means: Mapping[str, np.ndarray]) -> np.ndarray:
+        treated_means = {name: means[f"treated:{name}"] for name in derivation.of}
+        control_means = {name: means[f"control:{name}"] for name in derivation.of}
+        return combine(treated_means) - combine(control_means)
+
+    found = bootstrap_interval(arrays, level=LEVEL, n_resamples=RESAMPLES, seed=SEED, combine=gap)
+    return Difference(found.estimate, found.low, found.high, math.nan, found.n, found.level)
+
+
+@dataclass(frozen=True)
+class Steerability:
+    """How the operating point moved each test example's primary score from unsteered."""
+
+    per_example: tuple[float, ...]  # treated - unsteered, seed-means, in the metric's units
+    anti_steerable: float  # share of examples moved the wrong way
+    mde: float  # the smallest paired difference this many examples detect (80 % power)
+
+
+def steerability(
+    run: Run,
+    treated: Sequence[CellRecord],
+    control: Sequence[CellRecord],
+    metric: str,
+    higher_is_better: bool,
+) -> Steerability | None:
+    both = paired(run, treated, control, metric)
+    if both is None:
+        return None
+    moved = share_worse(*both, higher_is_better=higher_is_better)
+    diffs = np.array(moved.differences, dtype=float)
+    finite = diffs[np.isfinite(diffs)]
+    sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    mde = minimum_detectable_difference(sd, len(finite)) if len(finite) > 1 else math.nan
+    return Steerability(tuple(float(d) for d in diffs), moved.share_worse, mde)
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """The uncertainty around one headline row (a method's operating point on a suite)."""
+
+    intervals: Mapping[str, Interval]  # each metric at the operating point, on test
+    reference: Mapping[str, Interval]  # each metric of the unsteered model, on test
+    vs_unsteered: Difference | None  # primary metric, paired by example
+    vs_prompting: Difference | None  # primary metric, against the prompting baseline's point
+    steerability: Steerability | None
+    # Holm-adjusted p-values of the comparisons above, over the suite's table.
+    adjusted: Mapping[str, float] = field(default_factory=dict)
