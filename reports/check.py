@@ -20,6 +20,13 @@ Default tolerances (override per metric with `--tolerance METRIC=VALUE`, VALUE a
 - and never tighter than the seed noise: 2 x sqrt(sd_base^2 / n_base + sd_run^2 / n_run), the
   ~95% band of a difference of two seed means (only for defaults; explicit values are exact).
 
+Where both sides carry per-example values (a run directory, or a summary.json written by this
+version: each row keeps every test example's seed-mean), a metric is compared example by example
+instead: the change's 95% paired bootstrap interval must exclude 0 on the worse side AND the
+change must exceed the tolerance for "regressed" (likewise for "improved"); the detail prints
+the power the comparison had to detect a change as large as the tolerance. Derived metrics
+(no per-example values) and older baselines fall back to the comparison of means above.
+
 Costs (seconds, tokens/s) are not compared: they measure the machine as much as the method.
 Exit codes: 0 pass, 1 regression or missing, 2 unusable input (UserError, mapped by the CLI).
 """
@@ -36,12 +43,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.errors import UserError
 from bench.rundir import to_json, write_atomic
+from bench.stats import paired_difference, power_of
 from reports.junit import junit_xml
 from reports.runs import load_run
 from reports.summary import read_summary, run_summary, summary, write_summary
 
+PAIRED_LEVEL = 0.95
+PAIRED_RESAMPLES = 2000
 ABSOLUTE_DEFAULT = 0.05
 RELATIVE_DEFAULT = 0.10
 NOISE_Z = 2.0
@@ -122,13 +134,72 @@ class Result:
     tolerance: str  # as shown, e.g. "0.05", "10%", "0.05 (seed noise 0.08)"
     higher_is_better: bool | None
     detail: str
+    # Compared example by example: the power to detect a change as large as the tolerance.
+    power: float | None = None
 
     @property
     def failed(self) -> bool:
         return self.status in FAILING
 
 
-def compare_metric(task, method, metric, base_stat, run_stat, explicit) -> Result:
+def paired_values(base_row: Mapping, run_row: Mapping, metric: str) -> tuple | None:
+    """Both sides' per-example values of `metric` on the test examples they share."""
+    sides = []
+    for row in (base_row, run_row):
+        found = row.get("per_example") or {}
+        values = (found.get("metrics") or {}).get(metric)
+        if not values:
+            return None
+        sides.append(dict(zip(found.get("examples") or [], values)))
+    shared = [
+        e for e in sides[0] if e in sides[1] and _finite(sides[0][e]) and _finite(sides[1][e])
+    ]
+    if len(shared) < 2:
+        return None
+    base = np.array([sides[0][e] for e in shared], dtype=float)[:, None]
+    run = np.array([sides[1][e] for e in shared], dtype=float)[:, None]
+    return base, run
+
+
+def _finite(value: Any) -> bool:
+    return math.isfinite(_num(value))
+
+
+def compare_paired(common: dict, higher, allowed: float, shown: str, base, run) -> Result:
+    """Regressed only when the paired interval of the change excludes 0 on the worse side and
+    the change is larger than the tolerance; improved likewise; else held."""
+    found = paired_difference(run, base, level=PAIRED_LEVEL, n_resamples=PAIRED_RESAMPLES)
+    sign = -1.0 if higher is False else 1.0
+    gain, low, high = sign * found.estimate, *sorted((sign * found.low, sign * found.high))
+    diffs = (run - base)[:, 0]
+    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
+    power = power_of(allowed, sd, found.n) if math.isfinite(sd) and sd > 0 else 1.0
+    if higher is None:
+        worse = (low > 0 or high < 0) and abs(gain) > allowed
+        status = "regressed" if worse else "held"
+    elif high < 0 and gain < -allowed:
+        status = "regressed"
+    elif low > 0 and gain > allowed:
+        status = "improved"
+    else:
+        status = "held"
+    direction = "higher" if higher else "lower"
+    detail = (
+        f"{common['baseline']:.4g} -> {common['run']:.4g}; paired over {found.n} examples: change "
+        f"{found.estimate:+.3g} [{found.low:+.3g}, {found.high:+.3g}] ({direction} is better); "
+        f"tolerance ±{allowed:.3g}; power {power:.0%} to detect a change of that size"
+    )
+    return Result(**common, status=status, delta=common["run"] - common["baseline"],
+                  tolerance=f"{shown} (paired)", higher_is_better=higher, detail=detail,
+                  power=power)  # fmt: skip
+
+
+def compare_metric(
+    task, method, metric, base_stat, run_stat, explicit, paired: tuple | None = None
+) -> Result:
+    """One metric of one row. With both sides' per-example values the comparison is paired by
+    example (`compare_paired`); without them, the means are compared within the tolerance
+    widened to the seed noise."""
     base, run = _num(base_stat.get("mean")), _num(run_stat.get("mean") if run_stat else None)
     higher = base_stat.get("higher_is_better")
     if higher is None and run_stat:
@@ -142,6 +213,9 @@ def compare_metric(task, method, metric, base_stat, run_stat, explicit) -> Resul
         return Result(**common, status="missing", delta=math.nan, tolerance="–",
                       higher_is_better=higher, detail="no value in the run")  # fmt: skip
     tol = explicit.get(metric) or explicit.get("*")
+    if paired is not None:
+        tol = tol or default_tolerance(metric, base, run)
+        return compare_paired(common, higher, tol.allowed(base), str(tol), *paired)
     if tol is not None:
         allowed, shown = tol.allowed(base), str(tol)
     else:
@@ -177,8 +251,9 @@ def compare(base_run: Mapping, run: Mapping, explicit: Mapping[str, Tolerance]) 
             results.append(Result(*key, "(row)", "regressed", math.nan, math.nan, math.nan, "–",
                                   None, "operating point degenerate (NaN/inf) in the run"))  # fmt: skip
         for metric, stat in base.get("metrics", {}).items():
+            paired = paired_values(base, found, metric)
             results.append(
-                compare_metric(*key, metric, stat, found["metrics"].get(metric), explicit)
+                compare_metric(*key, metric, stat, found["metrics"].get(metric), explicit, paired)
             )
     for key in rows:
         results.append(Result(*key, "(row)", "new", math.nan, math.nan, math.nan, "–", None,

@@ -22,7 +22,7 @@ from bench.records import UNSTEERED, CellRecord, Choice
 from bench.selection import BEST_WITHIN_BUDGET, choose_strength
 from bench.stats import holm
 from reports.runs import Run
-from reports.uncertainty import Uncertainty, difference, intervals, steerability
+from reports.uncertainty import Uncertainty, difference, intervals, seed_means, steerability
 
 FLUENCY = tuple(m.name for m in OWN_FLUENCY)  # the fluency columns and panels shown
 
@@ -265,6 +265,7 @@ def assess(run: Run, rows: list[Headline]) -> list[Headline]:
             if versus
             else None,
             steerability=steerability(run, row.test.cells, control, row.primary_metric, higher),
+            per_example=seed_means(run, row.test.cells, row.test.metrics),
         )
         assessed.append(replace(row, uncertainty=uncertainty))
     return adjust(assessed)

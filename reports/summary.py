@@ -20,6 +20,8 @@ Schema (`"schema": "steerbench.summary"`, `"version": 1`):
                    "p_value", "p_holm", "n_examples"},   # primary metric, paired by example
           "steerability": null | {"anti_steerable", "minimum_detectable_difference",
                    "per_example"},                     # per-example change vs unsteered
+          "per_example": null | {"examples": [id], "metrics": {name: [value]}},
+                   # each test example's seed-mean at the operating point (the paired check)
           "cost": {"seconds", "tokens_per_second", "seconds_ratio", "tokens_per_second_ratio",
                    "fit_seconds"},
           "notes": [str]
@@ -98,7 +100,13 @@ def _difference(found: Difference | None, adjusted: float | None) -> dict | None
 def _uncertainty(row: Headline) -> dict:
     u = row.uncertainty
     if u is None:
-        return {"vs_unsteered": None, "vs_prompting": None, "steerability": None}
+        return {
+            "vs_unsteered": None,
+            "vs_prompting": None,
+            "steerability": None,
+            "per_example": None,
+        }
+    examples, values = u.per_example
     steer = u.steerability
     return {
         "vs_unsteered": _difference(u.vs_unsteered, u.adjusted.get("vs_unsteered")),
@@ -109,6 +117,10 @@ def _uncertainty(row: Headline) -> dict:
             "anti_steerable": steer.anti_steerable,
             "minimum_detectable_difference": steer.mde,
             "per_example": list(steer.per_example),
+        },
+        "per_example": {
+            "examples": list(examples),
+            "metrics": {k: list(v) for k, v in values.items()},
         },
     }
 

@@ -175,5 +175,23 @@ class Uncertainty:
     vs_unsteered: Difference | None  # primary metric, paired by example
     vs_prompting: Difference | None  # primary metric, against the prompting baseline's point
     steerability: Steerability | None
+    # Each example's seed-mean of every metric at the operating point (test), for a check that
+    # compares two runs example by example: (example ids, {metric: values in that order}).
+    per_example: tuple[tuple[str, ...], Mapping[str, tuple[float, ...]]] = ((), {})
     # Holm-adjusted p-values of the comparisons above, over the suite's table.
     adjusted: Mapping[str, float] = field(default_factory=dict)
+
+
+def seed_means(run: Run, cells: Sequence[CellRecord], metrics) -> tuple[tuple[str, ...], dict]:
+    """(example ids, {metric: each example's mean over its seeds}) at one point."""
+    found = {name: scores(run, cells, name) for name in metrics}
+    examples = tuple(sorted(set().union(*(s.examples for s in found.values()))))
+    seeds = sorted({c.seed for c in cells})
+    values = {}
+    for name, s in found.items():
+        matrix = s.aligned(examples, seeds)
+        present = np.isfinite(matrix).sum(axis=1)
+        means = np.where(present > 0, np.nansum(matrix, axis=1) / np.maximum(present, 1), np.nan)
+        if np.isfinite(means).any():
+            values[name] = tuple(float(v) for v in means)
+    return examples, values

@@ -27,13 +27,27 @@ def shift(run: Path, task: str, method: str, metric: str, by: float = 0.0, scale
     strength = chosen_strength(run, task, method)
     stored = "unsteered" if strength == 0.0 else method
     cells = read_cells(run)
-    hit = 0
+    hit = set()
     for c in cells:
         if (c["task"], c["method"], c["split"], c["strength"]) == (task, stored, "test", strength):
             c["metrics"][metric] = c["metrics"][metric] * scale + by
-            hit += 1
-    assert hit == 2  # both seeds
+            hit.add(c["id"])
+    assert len(hit) == 2  # both seeds
     write_cells(run, cells)
+    # The same change in every example's score: the mean moves by as much.
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    for record in records:
+        if record["cell"] in hit and record["scores"].get(metric) is not None:
+            record["scores"][metric] = record["scores"][metric] * scale + by
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def without_examples(baseline: Path) -> None:
+    """A baseline summary without per-example values: the check compares means."""
+    data = json.loads(baseline.read_text())
+    for row in data["runs"][0]["rows"]:
+        row["per_example"] = None
+    baseline.write_text(json.dumps(data))
 
 
 @pytest.fixture
@@ -132,10 +146,30 @@ def test_seed_noise_widens_default_tolerances_only(setup):
     run, baseline = setup
     # Seed spread of prompting's toy_sentiment perplexity is large (sd 4.8 over 2 seeds), so a
     # +30% change is within the seed-noise band by default but not under an explicit 10%.
+    # (Means compared: a baseline without per-example values.)
+    without_examples(baseline)
     shift(run, "toy_sentiment", "prompting", "perplexity", scale=1.3)
     code, verdict = check(run, baseline)
     assert code == 0 and status(verdict, "toy_sentiment", "prompting", "perplexity") == "held"
     assert check(run, baseline, "--tolerance", "perplexity=10%")[0] == 1
+
+
+def test_paired_check_sees_a_consistent_change_that_seed_noise_hides(setup):
+    """Every example 30% more perplexed: across seeds that is noise-sized, example by example
+    it is not; a change below the tolerance is held however consistent."""
+    run, baseline = setup
+    shift(run, "toy_sentiment", "prompting", "perplexity", scale=1.3)
+    code, verdict = check(run, baseline)
+    found = next(
+        r
+        for r in verdict["results"]
+        if (r["task"], r["method"], r["metric"]) == ("toy_sentiment", "prompting", "perplexity")
+    )
+    assert code == 1 and found["status"] == "regressed" and "(paired)" in found["tolerance"]
+    assert 0 < found["power"] <= 1 and "power" in found["detail"]
+    small = copy_run(run.parent / "small")
+    shift(small, "toy_sentiment", "prompting", "perplexity", scale=1.05)  # within 10%
+    assert status(check(small, baseline)[1], "toy_sentiment", "prompting", "perplexity") == "held"
 
 
 def test_missing_method_suite_and_degenerate_fail(setup, tmp_path):
@@ -210,6 +244,8 @@ def test_stored_summary_is_used_only_while_it_matches_the_results(setup):
     for r in data["runs"][0]["rows"]:  # tamper with the stored numbers only
         if (r["task"], r["method"]) == SENTIMENT:
             r["metrics"]["positive_rate"]["mean"] = -1.0
+            values = r["per_example"]["metrics"]["positive_rate"]
+            r["per_example"]["metrics"]["positive_rate"] = [v - 1.0 for v in values]
     stored.write_text(json.dumps(data))
     assert check(run, baseline)[0] == 1  # the matching stored summary is what gets checked
     shift(run, "toy_toxicity", "meandiff", "distinct_1", by=-0.001)  # results change: stale

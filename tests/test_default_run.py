@@ -28,8 +28,11 @@ def test_default_run_covers_every_method_and_suite_and_writes_the_report(
     assert manifest["status"] == "complete" and manifest["model"]["name"].startswith("testbed")
     cells = [json.loads(line) for line in (run_dir / "cells.jsonl").read_text().splitlines()]
     skipped = {(s["method"], s["task"]) for s in json.loads((run_dir / "skipped.json").read_text())}
-    ran = {(c["method"], c["task"]) for c in cells}
+    ran = {(c["method"], c["task"]) for c in cells if c["method"] != "unsteered"}
     assert ran | skipped == {(m, t) for m in METHODS.names() for t in TASKS.names()}
+    # The unsteered model: one cell per suite, split and seed, shared by every method's sweep.
+    unsteered = [(c["task"], c["split"], c["seed"]) for c in cells if c["method"] == "unsteered"]
+    assert len(unsteered) == len(set(unsteered)) == len(TASKS.names()) * 2 * len(manifest["seeds"])
     # Every method runs on every suite whose target it can use; the suites fill every family.
     assert not skipped, skipped
     assert not any(c["degenerate"] for c in cells if c["strength"] == 0.0)
