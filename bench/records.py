@@ -39,34 +39,22 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Malformed(f"expected an integer, got {value!r}")
-    return value
+def _expect(kind: type, what: str) -> Callable[[Any], Any]:
+    """A reader that passes values of `kind` through (a JSON true is no integer)."""
+
+    def read(value: Any) -> Any:
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise _Malformed(f"expected {what}, got {value!r}")
+        return value
+
+    return read
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Malformed(f"expected a string, got {value!r}")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Malformed(f"expected true or false, got {value!r}")
-    return value
-
-
-def _object(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise _Malformed(f"expected a JSON object, got {value!r}")
-    return value
-
-
-def _list(value: Any) -> list:
-    if not isinstance(value, list):
-        raise _Malformed(f"expected a JSON list, got {value!r}")
-    return value
+_integer = _expect(int, "an integer")
+_text = _expect(str, "a string")
+_flag = _expect(bool, "true or false")
+_object = _expect(dict, "a JSON object")
+_list = _expect(list, "a JSON list")
 
 
 SCALARS: dict[str, Callable[[Any], Any]] = {
@@ -137,6 +125,17 @@ def _record(cls: type, data: Any, where: str):
         return _read(cls, data)
     except _Malformed as error:
         raise UserError(f"{where}: {error}") from None
+
+
+class Record:
+    """A flat record: its JSON object is its fields (`to_dict`), read back by `from_dict`."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str):
+        return _record(cls, data, where)
 
 
 # ---------------------------------------------------------------------------------- cells
@@ -245,7 +244,7 @@ class _CellId:
 
 
 @dataclass(frozen=True)
-class ExampleRecord:
+class ExampleRecord(Record):
     """One example of a cell: its scores, the task's details and the model's outputs."""
 
     cell: str
@@ -255,17 +254,10 @@ class ExampleRecord:
     # Per request of the example: generated samples, or a continuation score's fields.
     outputs: tuple[Any, ...]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> ExampleRecord:
-        return _record(cls, data, where)
-
 
 # ------------------------------------------------------------------- run-level records
 @dataclass(frozen=True)
-class Choice:
+class Choice(Record):
     """The operating strength chosen on `select` for one method x task (`bench.selection`)."""
 
     method: str
@@ -276,32 +268,18 @@ class Choice:
     reference_perplexity: float | None = None
     perplexity_limit: float | None = None
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> Choice:
-        return _record(cls, data, where)
-
 
 @dataclass(frozen=True)
-class Skip:
+class Skip(Record):
     """A method x task pair that did not run, and why."""
 
     method: str
     task: str
     reason: str
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> Skip:
-        return _record(cls, data, where)
-
 
 @dataclass(frozen=True)
-class Fit:
+class Fit(Record):
     """One fitted (or cached) state of a method for a steering target."""
 
     method: str
@@ -310,13 +288,6 @@ class Fit:
     state: str  # the state's content key in the state cache
     cached: bool
     seconds: float
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str) -> Fit:
-        return _record(cls, data, where)
 
 
 # ------------------------------------------------------------------------------ manifest
