@@ -197,10 +197,24 @@ def _power_note(per_run: Sequence[Sequence[Headline]]) -> str:
         return ""
     mdes = sorted(m for m, _ in found)
     n = max(k for _, k in found)
+    widths = sorted(
+        row.uncertainty.intervals[row.primary_metric].half_width
+        for rows in per_run
+        for row in rows
+        if row.uncertainty
+        and row.primary_metric in row.uncertainty.intervals
+        and math.isfinite(row.uncertainty.intervals[row.primary_metric].half_width)
+    )
+    width = (
+        f" The effect's 95% intervals are ±{fmt(widths[len(widths) // 2], 2)} wide (median "
+        f"half-width; {fmt(widths[0], 2)} to {fmt(widths[-1], 2)})."
+        if widths
+        else ""
+    )
     return (
         f"Power: with {n} test examples, a paired difference from the unsteered model smaller "
         f"than {fmt(mdes[len(mdes) // 2], 2)} (median over methods; {fmt(mdes[0], 2)} to "
-        f"{fmt(mdes[-1], 2)}) is detected less than 80% of the time at the 5% level."
+        f"{fmt(mdes[-1], 2)}) is detected less than 80% of the time at the 5% level." + width
     )
 
 

@@ -94,6 +94,11 @@ def test_report_writes_markdown_html_summary_and_figures(built):
     assert built.name == "report.md" and out.name == "report" and out.parent.name == "run_small"
     for name in ("report.md", "report.html", "summary.json"):
         assert (out / name).stat().st_size > 500, name
+    text = built.read_text()
+    # Intervals in the table, and what each suite's test split can detect.
+    assert "effect (test) [95% CI]" in text and "Δ vs unsteered [CI] p" in text
+    powered = [line for line in text.splitlines() if line.startswith("Power: with 4 test examples")]
+    assert powered and all("95% intervals are ±" in line for line in powered)
     stems = ["overview"] + [f"{t}_{kind}" for t in GENERATING for kind in ("strength", "fluency")]
     stems.append("toy_preference_strength")
     for stem in stems:
