@@ -54,9 +54,11 @@ def _ci(value: float, found: Interval | None) -> str:
 
 def _delta(found: Difference | None, adjusted: float | None, fallback: float) -> str:
     """A paired difference with its interval and Holm-adjusted p: "+0.12 [+0.05, +0.20] p=0.02"."""
-    if found is None:
+    if found is None or not math.isfinite(found.estimate):
         return f"{fallback:+.3g}" if math.isfinite(fallback) else "–"
-    text = f"{found.estimate:+.3g} [{found.low:+.2g}, {found.high:+.2g}]"
+    text = f"{found.estimate:+.3g}"
+    if math.isfinite(found.low) and math.isfinite(found.high):
+        text += f" [{found.low:+.2g}, {found.high:+.2g}]"
     if adjusted is not None and math.isfinite(adjusted):
         text += f" p={adjusted:.2g}"
     return text

@@ -183,7 +183,7 @@ def compare_paired(common: dict, higher, allowed: float, shown: str, base, run) 
         status = "improved"
     else:
         status = "held"
-    direction = "higher" if higher else "lower"
+    direction = {True: "higher", False: "lower", None: "no direction: any change"}[higher]
     detail = (
         f"{common['baseline']:.4g} -> {common['run']:.4g}; paired over {found.n} examples: change "
         f"{found.estimate:+.3g} [{found.low:+.3g}, {found.high:+.3g}] ({direction} is better); "
@@ -285,6 +285,8 @@ def run_entry(path: Path) -> Mapping:
             and data.get("fluency_budget") is None
             and len(data["runs"]) >= 1
             and data["runs"][0].get("inputs_digest") == run.digest
+            # written by a version that keeps per-example values (else: rebuild, for pairing)
+            and all("per_example" in row for row in data["runs"][0].get("rows", []))
         ):
             return data["runs"][0]
     return to_json(run_summary(run)[0])

@@ -300,10 +300,9 @@ def overview_figure(
         rows.sort(key=lambda r: list(colours).index(r.method))  # stable: runs stay in order
         labels = [f"{r.method} · {r.run}" if multi else r.method for r in rows]
         higher = rows[0].higher_is_better.get(rows[0].primary_metric, True)
-        sign = 1.0 if higher else -1.0  # plotted so that better is always to the right
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
-            estimate, low, high = (sign * v for v in _difference(r))
+            estimate, low, high = _difference(r)
             if not _finite(estimate):
                 continue
             if _finite(low) and _finite(high):
@@ -313,6 +312,8 @@ def overview_figure(
                     ms=10, mfc=face, mec="black" if (r.best or r.tied) else colours[r.method],
                     mew=1.5, zorder=5)  # fmt: skip
         ax.axvline(0, color="0.2", lw=1)
+        if not higher:
+            ax.invert_xaxis()  # real differences, better always to the right
         ax.set_yticks(ys, [_wrap(text, 24) for text in labels], fontsize=9)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         better = "higher" if higher else "lower"

@@ -295,7 +295,8 @@ def adjust(rows: list[Headline]) -> list[Headline]:
 def mark_best(run: Run, rows: list[Headline]) -> list[Headline]:
     """Mark the best test effect among rows that beat the unsteered model: "best" where the paired
     interval of its difference from every other such row excludes 0, else "tied" on it and on
-    the rows it cannot be told from (exact ties always are).
+    the rows it cannot be told from (exact ties always are). A run without per-example records
+    cannot pair: there the best mean is "best".
 
     A method whose operating point does not improve on the unsteered model is never "best", so
     a suite where nothing helped has no mark rather than a meaningless winner.
@@ -324,7 +325,9 @@ def mark_best(run: Run, rows: list[Headline]) -> list[Headline]:
         if score(row) == -math.inf:
             return False
         found = difference(run, leader.test.cells, row.test.cells, primary)
-        return found is None or found.low <= 0 <= found.high
+        if found is None:  # no per-example records: the means decide, as they always did
+            return False
+        return found.low <= 0 <= found.high
 
     tied = [r for r in rows if indistinguishable(r)]
     if len(tied) == 1:

@@ -83,6 +83,8 @@ def interval(run: Run, cells: Sequence[CellRecord], metric: str) -> Interval | N
         if not np.isfinite(data).any():
             return None
         return bootstrap_interval(data, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
+    if derivation.combine not in VECTORISED:
+        return None  # a combiner with no vectorised twin: no interval rather than a wrong one
     parts = {name: scores(run, cells, name) for name in derivation.of}
     examples = sorted(set().union(*(p.examples for p in parts.values())))
     seeds = sorted({c.seed for c in cells})
@@ -120,14 +122,19 @@ def difference(
         if both is None:
             return None
         return paired_difference(*both, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
-    arrays = {}
-    for name in derivation.of:
-        both = paired(run, treated, control, name)
-        if both is None:
-            return None
-        arrays[f"treated:{name}"], arrays[f"control:{name}"] = both
-    if len({len(a) for a in arrays.values()}) != 1:
-        return None  # the parts cover different examples: no common rows to resample
+    if derivation.combine not in VECTORISED:
+        return None  # a combiner with no vectorised twin: no interval rather than a wrong one
+    # Every part on both sides aligned on one set of rows: the examples and seeds all share.
+    sides = {
+        (side, name): scores(run, cells, name)
+        for side, cells in (("treated", treated), ("control", control))
+        for name in derivation.of
+    }
+    examples = sorted(set.intersection(*(set(s.examples) for s in sides.values())))
+    seeds = sorted(set.intersection(*(set(s.seeds) for s in sides.values())))
+    if not examples or not seeds:
+        return None
+    arrays = {f"{side}:{name}": s.aligned(examples, seeds) for (side, name), s in sides.items()}
     combine = VECTORISED[derivation.combine](derivation.of)
 
     def gap(means: Mapping[str, np.ndarray]) -> np.ndarray:

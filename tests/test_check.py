@@ -293,3 +293,18 @@ def test_bad_arguments_exit_2(setup, capsys, argv, message):
     argv = [a.format(base=baseline, missing=baseline.parent / "nope.json") for a in argv]
     assert main(["check", str(run), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_stored_summary_without_per_example_values_is_rebuilt(setup):
+    """An older report's summary.json cannot pair examples: the check rebuilds from the files."""
+    run, baseline = setup
+    stored = run / "report" / "summary.json"
+    write_summary(stored, summary([run_summary(load_run(run))[0]], None))
+    data = json.loads(stored.read_text())
+    for r in data["runs"][0]["rows"]:
+        del r["per_example"]
+        if (r["task"], r["method"]) == SENTIMENT:
+            r["metrics"]["positive_rate"]["mean"] = -1.0  # would fail if it were used
+    stored.write_text(json.dumps(data))
+    code, verdict = check(run, baseline)
+    assert code == 0 and status(verdict, *SENTIMENT, "positive_rate") == "held"
