@@ -73,20 +73,30 @@ def metric_directions(task: Task) -> dict[str, bool]:
     }
 
 
-def evaluate_cell(
+@dataclass(frozen=True)
+class Answers:
+    """A cell's requests and the outputs the steered subject gave them, with what it cost."""
+
+    requests: tuple[tuple[Request, ...], ...]  # per example
+    outputs: tuple[tuple[Output | None, ...], ...]  # per example, per request
+    cost: Cost
+    error: str | None  # why generation failed (inf/nan probabilities), if it did
+
+
+def answer_cell(
     evaluation: Evaluation,
     task: Task,
     examples: Sequence[Example],
     targets: Sequence[SteeringTarget],
     steer: Steer | None,
     seed: int,
-    cell_id: str = "",
-) -> CellEvaluation:
+) -> Answers:
     """Answer `examples` (whose steering targets are `targets`, in order) under `steer` with
-    sampling seed `seed`, score them and aggregate. Generation that fails on inf/nan
-    probabilities (extreme strengths) gives a degenerate cell instead of an error."""
+    sampling seed `seed`: the part of a cell that steering costs (`steerbench bench` times it).
+    Generation that fails on inf/nan probabilities (extreme strengths) is an error in the
+    answers, not an exception."""
     subject = evaluation.subject
-    requests = [tuple(task.requests(ex)) for ex in examples]
+    requests = tuple(tuple(task.requests(ex)) for ex in examples)
     outputs: list[list[Output | None]] = [[None] * len(r) for r in requests]
     by_target: dict[str, list[int]] = defaultdict(list)
     target_of: dict[str, SteeringTarget] = {}
@@ -106,7 +116,22 @@ def evaluate_cell(
             raise
         error = str(exc).splitlines()[0]
     cost = Cost(time.perf_counter() - start, subject.generated_tokens - tokens_before)
-    if error is not None:
+    return Answers(requests, tuple(tuple(o) for o in outputs), cost, error)
+
+
+def evaluate_cell(
+    evaluation: Evaluation,
+    task: Task,
+    examples: Sequence[Example],
+    targets: Sequence[SteeringTarget],
+    steer: Steer | None,
+    seed: int,
+    cell_id: str = "",
+) -> CellEvaluation:
+    """Answer the examples (`answer_cell`), score them and aggregate; a generation failure
+    gives a degenerate cell."""
+    answers = answer_cell(evaluation, task, examples, targets, steer, seed)
+    if answers.error is not None:
         result = CellResult(
             metrics={},
             higher_is_better=metric_directions(task),
@@ -114,12 +139,14 @@ def evaluate_cell(
             n_examples=len(examples),
             degenerate=True,
             perplexity_capped=0,
-            cost=cost,
+            cost=answers.cost,
             derived=derivations(task),
-            error=error,
+            error=answers.error,
         )
         return CellEvaluation(result, ())
-    return _score(evaluation, task, examples, requests, outputs, cost, cell_id)
+    return _score(
+        evaluation, task, examples, answers.requests, answers.outputs, answers.cost, cell_id
+    )
 
 
 def _answer(

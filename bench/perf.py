@@ -1,7 +1,7 @@
 """Steering cost benchmark: steered / unsteered generation time, measured in one run.
 
-For each method: fit it on one task's steering target, then evaluate the same cell of that task
-(`bench.evaluate.evaluate_cell`: the same examples at the same batch size, greedy, every
+For each method: fit it on one task's steering target, then answer the same cell of that task
+(`bench.evaluate.answer_cell`: the same examples at the same batch size, greedy, every
 generation exactly `--tokens` long so both do equal work) with and without steering, alternating
 the order over several repeats, and report the ratio of the fastest repeats' answering time per
 generated token next to the method's declared `cost_budget`. Timings on a shared machine are noisy;
@@ -20,7 +20,7 @@ import torch
 
 from bench.config import GenerationConfig, ModelConfig
 from bench.errors import UserError
-from bench.evaluate import Evaluation, Steer, evaluate_cell, steering
+from bench.evaluate import Evaluation, Steer, answer_cell, steering
 from bench.registry import METHODS, TASKS
 from bench.sources import load_subject
 from bench.target import SteeringTarget
@@ -47,9 +47,9 @@ def task_examples(task: Task, n: int) -> tuple[list[Example], SteeringTarget]:
 def generation_seconds(
     evaluation: Evaluation, task: Task, examples, target, steer: Steer | None
 ) -> tuple[float, int]:
-    """Time spent answering `examples` in one cell evaluation (the timed part of a cell: its
-    requests under steering; scoring follows untimed), and the tokens generated."""
-    cost = evaluate_cell(evaluation, task, examples, [target] * len(examples), steer, 0).result.cost
+    """Time spent answering `examples` as a cell does (`answer_cell`: its requests under
+    steering; no scoring), and the tokens generated."""
+    cost = answer_cell(evaluation, task, examples, [target] * len(examples), steer, 0).cost
     return cost.seconds, cost.generated_tokens
 
 

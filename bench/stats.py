@@ -69,6 +69,14 @@ class Steerability:
     n: int
     differences: tuple[float, ...]
 
+    @property
+    def mde(self) -> float:
+        """The smallest paired mean difference these examples detect (80% power, 5% level)."""
+        finite = np.array([d for d in self.differences if math.isfinite(d)])
+        if len(finite) < 2:
+            return math.nan
+        return minimum_detectable_difference(float(np.std(finite, ddof=1)), len(finite))
+
 
 def example_means(scores: np.ndarray) -> np.ndarray:
     """Each example's mean over the seeds it has (NaN for an example missing in every seed)."""

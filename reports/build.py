@@ -146,8 +146,8 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _delta(u.vs_prompting, u.adjusted.get("vs_prompting"), math.nan)
                     if u and u.vs_prompting
                     else "–",
-                    f"{steer.anti_steerable:.0%}"
-                    if steer and math.isfinite(steer.anti_steerable)
+                    f"{steer.share_worse:.0%}"
+                    if steer and math.isfinite(steer.share_worse)
                     else "–",
                     *([f"{versus:+.3g}" if math.isfinite(versus) else "–"] if multi else []),
                     _with_ratio(row, "perplexity"),

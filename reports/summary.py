@@ -114,9 +114,9 @@ def _uncertainty(row: Headline) -> dict:
         "steerability": None
         if steer is None
         else {
-            "anti_steerable": steer.anti_steerable,
+            "anti_steerable": steer.share_worse,
             "minimum_detectable_difference": steer.mde,
-            "per_example": list(steer.per_example),
+            "per_example": list(steer.differences),
         },
         "per_example": {
             "examples": list(examples),

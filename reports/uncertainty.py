@@ -19,9 +19,10 @@ from bench.records import CellRecord
 from bench.stats import (
     Difference,
     Interval,
+    Steerability,
     bootstrap_interval,
+    example_means,
     harmonic_mean_of,
-    minimum_detectable_difference,
     paired_difference,
     share_worse,
 )
@@ -146,15 +147,6 @@ def difference(
     return Difference(found.estimate, found.low, found.high, math.nan, found.n, found.level)
 
 
-@dataclass(frozen=True)
-class Steerability:
-    """How the operating point moved each test example's primary score from unsteered."""
-
-    per_example: tuple[float, ...]  # treated - unsteered, seed-means, in the metric's units
-    anti_steerable: float  # share of examples moved the wrong way
-    mde: float  # the smallest paired difference this many examples detect (80 % power)
-
-
 def steerability(
     run: Run,
     treated: Sequence[CellRecord],
@@ -162,15 +154,11 @@ def steerability(
     metric: str,
     higher_is_better: bool,
 ) -> Steerability | None:
+    """How the operating point moved each example's `metric` from the control's."""
     both = paired(run, treated, control, metric)
     if both is None:
         return None
-    moved = share_worse(*both, higher_is_better=higher_is_better)
-    diffs = np.array(moved.differences, dtype=float)
-    finite = diffs[np.isfinite(diffs)]
-    sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-    mde = minimum_detectable_difference(sd, len(finite)) if len(finite) > 1 else math.nan
-    return Steerability(tuple(float(d) for d in diffs), moved.share_worse, mde)
+    return share_worse(*both, higher_is_better=higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -196,9 +184,7 @@ def seed_means(run: Run, cells: Sequence[CellRecord], metrics) -> tuple[tuple[st
     seeds = sorted({c.seed for c in cells})
     values = {}
     for name, s in found.items():
-        matrix = s.aligned(examples, seeds)
-        present = np.isfinite(matrix).sum(axis=1)
-        means = np.where(present > 0, np.nansum(matrix, axis=1) / np.maximum(present, 1), np.nan)
+        means = example_means(s.aligned(examples, seeds))
         if np.isfinite(means).any():
             values[name] = tuple(float(v) for v in means)
     return examples, values

@@ -76,7 +76,7 @@ def test_paired_difference_is_the_mean_of_per_example_differences(run):
     assert found.estimate == pytest.approx(statistics.fmean(diffs))
     assert found.low <= found.estimate <= found.high and 0 <= found.p_value <= 1
     worse = sum(d < 0 for d in diffs) / len(diffs)  # positive rate: higher is better
-    assert row.uncertainty.steerability.anti_steerable == pytest.approx(worse)
+    assert row.uncertainty.steerability.share_worse == pytest.approx(worse)
 
 
 def test_p_values_are_holm_adjusted_over_the_suites_table(run):
