@@ -23,6 +23,7 @@ from bench.errors import UserError
 from bench.fluency import FLUENCY_METRICS, fluency_scores
 from bench.method import Method
 from bench.records import CellResult, Cost, Derivation, ExampleRecord
+from bench.sampling import stream_key
 from bench.state import State
 from bench.subject import GenerationSettings, Subject
 from bench.target import SteeringTarget
@@ -97,6 +98,7 @@ def answer_cell(
     answers, not an exception."""
     subject = evaluation.subject
     requests = tuple(tuple(task.requests(ex)) for ex in examples)
+    ids = [ex.id for ex in examples]
     outputs: list[list[Output | None]] = [[None] * len(r) for r in requests]
     by_target: dict[str, list[int]] = defaultdict(list)
     target_of: dict[str, SteeringTarget] = {}
@@ -110,7 +112,7 @@ def answer_cell(
         for name, indices in by_target.items():
             context = steer(target_of[name]) if steer else contextlib.nullcontext()
             with context:
-                _answer(evaluation, requests, outputs, indices, seed)
+                _answer(evaluation, requests, outputs, indices, seed, ids)
     except RuntimeError as exc:  # inf/nan probabilities at extreme strengths
         if not any(word in str(exc).lower() for word in ("inf", "nan")):
             raise
@@ -155,9 +157,12 @@ def _answer(
     outputs: list[list[Output | None]],
     indices: list[int],
     seed: int,
+    ids: Sequence[str],
 ) -> None:
-    """Fill `outputs[i][j]` for the examples `indices`: generations batched by (samples,
-    length), log-likelihoods in one batch."""
+    """Fill `outputs[i][j]` for the examples `indices` (whose ids are `ids[i]`): generations
+    batched by (samples, length), each sample drawn from its own stream (example, request,
+    sample; `bench.sampling`) so that it is the same whatever the batch, method or strength;
+    log-likelihoods in one batch."""
     gen = evaluation.generation
     generate_groups: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     loglik: list[tuple[int, int]] = []
@@ -174,7 +179,11 @@ def _answer(
         settings = GenerationSettings(
             max_new, gen.temperature, gen.top_p, n, seed, gen.batch_size, fixed
         )
-        texts = evaluation.subject.generate([requests[i][j].prompt for i, j in slots], settings)
+        texts = evaluation.subject.generate(
+            [requests[i][j].prompt for i, j in slots],
+            settings,
+            streams=[stream_key(ids[i], j) for i, j in slots],
+        )
         for (i, j), samples in zip(slots, texts):
             outputs[i][j] = tuple(samples)
     if loglik:

@@ -18,17 +18,20 @@ from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
 
 from bench.architectures import HookPoint, resolve
 from bench.errors import UserError
 from bench.positions import PositionTracker, TokenPositions
+from bench.sampling import StreamSampling, stream_seeds
 from bench.tensors import padded
 
 # A steering hook gets the hooked activation (batch, seq, d_model) and the positions of its
 # tokens, and returns a replacement activation (or None to leave it as it is).
 HookFn = Callable[[torch.Tensor, TokenPositions], "torch.Tensor | None"]
 PromptTransform = Callable[[str], str]
-GenerateFn = Callable[[Sequence[str], "GenerationSettings"], list[list[str]]]
+# (prompts already transformed, settings, one stream key per prompt) -> samples per prompt
+GenerateFn = Callable[[Sequence[str], "GenerationSettings", Sequence[bytes]], list[list[str]]]
 # (contexts already transformed, continuations, batch_size) -> one score per pair
 LogprobsFn = Callable[[Sequence[str], Sequence[str], int], list["ContinuationScore"]]
 
@@ -277,53 +280,70 @@ class Subject:
 
     # ------------------------------------------------------------------ generation
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, *, progress: bool = False
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        *,
+        streams: Sequence[bytes] | None = None,
+        progress: bool = False,
     ) -> list[list[str]]:
-        """`settings.num_samples` continuations for each prompt (after prompt transforms)."""
+        """`settings.num_samples` continuations for each prompt (after prompt transforms).
+
+        `streams`: one key per prompt naming what it answers (`bench.sampling.stream_key`);
+        sample s of prompt i draws from stream (streams[i], s) under `settings.seed`, whatever
+        the batch, the prompt transforms or the steering. None: each prompt's own text."""
+        streams = list(streams) if streams is not None else [p.encode() for p in prompts]
+        if len(streams) != len(prompts):
+            raise ValueError("one stream key per prompt")
         prompts = [self.transform(p) for p in prompts]
         if self._generate_overrides:
-            return self._generate_overrides[-1](prompts, settings)
-        return self.generate_raw(prompts, settings, progress=progress)
+            return self._generate_overrides[-1](prompts, settings, streams)
+        return self.generate_raw(prompts, settings, streams, progress=progress)
 
     def generate_raw(
-        self, prompts: Sequence[str], settings: GenerationSettings, *, progress: bool = False
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        streams: Sequence[bytes],
+        *,
+        progress: bool = False,
     ) -> list[list[str]]:
-        """Batched generation of exactly these prompts: left padding, KV cache, seeded sampling."""
+        """Batched generation of exactly these prompts: left padding, KV cache, sampling from
+        each prompt's streams (`bench.sampling`)."""
         out: list[list[str]] = []
-        batches = range(0, len(prompts), settings.batch_size)
-        for index, start in enumerate(
-            tqdm(batches, desc="generate", disable=not progress, leave=False)
+        size = settings.batch_size
+        for start in tqdm(
+            range(0, len(prompts), size), desc="generate", disable=not progress, leave=False
         ):
-            batch = list(prompts[start : start + settings.batch_size])
-            out.extend(self._generate_batch(batch, settings, seed=settings.seed * 100_003 + index))
+            end = start + size
+            out.extend(self._generate_batch(prompts[start:end], streams[start:end], settings))
         return out
 
     def _generate_batch(
-        self, prompts: list[str], s: GenerationSettings, seed: int
+        self, prompts: Sequence[str], streams: Sequence[bytes], s: GenerationSettings
     ) -> list[list[str]]:
         budget = self.max_length - s.max_new_tokens
-        rows = [self.encode(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
-        ids, mask = self.padded(rows, side="left")
         sample = s.temperature > 0
         n = s.num_samples if sample else 1
-        kwargs = (
-            {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p}
-            if sample
-            else {"do_sample": False}
-        )
-        torch.manual_seed(seed)
+        # Row i * n + k is sample k of prompt i: each row is one stream.
+        rows = [self.encode(p)[-budget:] or [self.tokenizer.eos_token_id] for p in prompts]
+        ids, mask = self.padded([r for r in rows for _ in range(n)], side="left")
+        processors = LogitsProcessorList()
+        if sample:
+            seeds = stream_seeds(streams, n, s.seed)
+            processors.append(StreamSampling(seeds, s.temperature, s.top_p, strict=True))
         # Declared prompt lengths keep "prompt" positions right even if the model recomputes
         # the whole sequence at every step (no KV cache).
-        with torch.no_grad(), self.positions.prompt_lengths(mask.sum(-1).repeat_interleave(n)):
+        with torch.no_grad(), self.positions.prompt_lengths(mask.sum(-1)):
             sequences = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=s.max_new_tokens,
                 min_new_tokens=s.max_new_tokens if s.fixed_length else None,
-                num_return_sequences=n,
+                do_sample=False,  # the sampling is StreamSampling's, under greedy decoding
+                logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
-                **kwargs,
             )
         new_tokens = sequences[:, ids.shape[1] :]  # (batch * n, new)
         texts = []

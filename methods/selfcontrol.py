@@ -22,8 +22,9 @@ Adapter choices (where the paper leaves the harness to decide):
   depends on the model (on a small one a raw step moves nothing); `step_scale = "absolute"`
   restores them.
 - Sampled candidates use common random numbers (sample b of a prompt draws from the same
-  uniforms in every trial), so the search compares step sizes on the same draws rather than
-  rewarding the luckiest samples.
+  stream in every trial, `bench.sampling`), so the search compares step sizes on the same
+  draws rather than rewarding the luckiest samples. The final samples draw from the
+  harness's streams of the example, the unsteered answer's numbers.
 - Fluency guard (`max_perplexity_ratio`, default 1.25; None turns it off): a step is kept only
   while its candidates' perplexity under the unsteered model stays within that ratio of the
   unsteered candidates'. The suffix score alone is maximised by text that fools the judge,
@@ -59,6 +60,7 @@ from typing import Literal
 
 from bench.errors import UserError
 from bench.method import Method
+from bench.sampling import stream_seeds
 from bench.state import State
 from bench.steering import attached
 from bench.subject import ContinuationScore, GenerationSettings, Subject
@@ -177,18 +179,18 @@ class Controller:
         return self.last
 
     # ------------------------------------------------------------------ generation override
-    def generate(self, prompts: Sequence[str], s: GenerationSettings) -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[str], s: GenerationSettings, streams: Sequence[bytes]
+    ) -> list[list[str]]:
         out: list[list[str]] = []
-        for index, start in enumerate(range(0, len(prompts), s.batch_size)):
-            batch = [
-                self.prompt_ids(p, s.max_new_tokens) for p in prompts[start : start + s.batch_size]
-            ]
-            seed = s.seed * 100_003 + index
+        for start in range(0, len(prompts), s.batch_size):
+            end = start + s.batch_size
+            batch = [self.prompt_ids(p, s.max_new_tokens) for p in prompts[start:end]]
             found = self.search(
-                batch, s.max_new_tokens, s.batch_size, (s.temperature, s.top_p, seed)
+                batch, s.max_new_tokens, s.batch_size, (s.temperature, s.top_p, s.seed)
             )
             if s.temperature > 0 or s.fixed_length:
-                rows = self._sample(batch, found, s, seed=seed)
+                rows = self._sample(batch, streams[start:end], found, s)
             else:  # greedy settings: the best-scoring response itself
                 rows = [[r[0]] * s.num_samples for r in found.responses]
             for samples in rows:
@@ -200,17 +202,23 @@ class Controller:
         return out
 
     def _sample(
-        self, batch: list[list[int]], found: Optimised, s: GenerationSettings, seed: int
+        self,
+        batch: list[list[int]],
+        streams: Sequence[bytes],
+        found: Optimised,
+        s: GenerationSettings,
     ) -> list[list[list[int]]]:
-        """`num_samples` responses per prompt decoded under its best deltas (sampled, or greedy
-        at a fixed length for timing)."""
+        """`num_samples` responses per prompt decoded under its best deltas (sampled from the
+        prompt's streams, the unsteered answer's numbers; or greedy at a fixed length for
+        timing)."""
         n = s.num_samples if s.temperature > 0 else 1
         rows = [p for p in batch for _ in range(n)]
         deltas = found.deltas.repeat_interleave(n, dim=1)
         lengths = found.lengths.repeat_interleave(n)
+        seeds = stream_seeds(streams, n, s.seed)
         samples: list[list[int]] = []
         step = max(s.batch_size, 1)
-        for k, start in enumerate(range(0, len(rows), step)):
+        for start in range(0, len(rows), step):
             end = start + step
             with self.hooks.active(deltas[:, start:end], lengths[start:end]):
                 samples += decode(
@@ -220,8 +228,8 @@ class Controller:
                     s.max_new_tokens,
                     temperature=s.temperature,
                     top_p=s.top_p,
-                    seed=seed * 1_009 + k,
                     fixed_length=s.fixed_length,
+                    streams=seeds[start:end],
                 )
         return [samples[i * n : (i + 1) * n] * (s.num_samples // n) for i in range(len(batch))]
 

@@ -14,21 +14,18 @@ and KV-cache decode steps all line up).
 
 from __future__ import annotations
 
-import hashlib
-import math
-import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from bench.architectures import hook_name
 from bench.errors import UserError
 from bench.positions import TokenPositions
+from bench.sampling import StreamSampling
 from bench.subject import HookFn, Subject
 from bench.target import SuffixQuestion
 from bench.tensors import frozen, position_ids_of
@@ -298,46 +295,6 @@ def suffix_gradients(
     return grad * (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
 
 
-class CoupledSampling(LogitsProcessor):
-    """Temperature / top-p sampling driven by given uniforms, one per (row, step): the token is
-    the inverse CDF of the nucleus distribution (in vocabulary order) at that row's uniform.
-
-    Two rows with the same uniforms whose distributions differ a little draw the same tokens
-    most of the time (common random numbers): the search compares step sizes on the same
-    draws, so a better score reflects the step, not a luckier sample. Used with greedy
-    decoding: every score but the drawn token's is set to -inf.
-    """
-
-    def __init__(self, uniforms: torch.Tensor, temperature: float, top_p: float, start: int):
-        self.uniforms = uniforms  # (batch, max_new_tokens) in [0, 1)
-        self.temperature, self.top_p, self.start = temperature, top_p, start
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.start
-        probs = (scores.float() / self.temperature).softmax(-1)  # (batch, vocab)
-        if self.top_p < 1.0:  # the nucleus: the most probable tokens covering top_p
-            sorted_probs, order = probs.sort(-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
-            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        cdf = probs.cumsum(-1)  # (batch, vocab), vocabulary order
-        u = self.uniforms[:, step].to(cdf.device)[:, None] * cdf[:, -1:]
-        token = (cdf <= u).sum(-1).clamp(max=probs.shape[-1] - 1)  # first index with cdf > u
-        token = torch.where(probs.gather(-1, token[:, None])[:, 0] > 0, token, probs.argmax(-1))
-        out = torch.full_like(scores, -math.inf)
-        return out.scatter(-1, token[:, None], 0.0)
-
-
-def stream_uniforms(prompt: Sequence[int], sample: int, seed: int, steps: int) -> torch.Tensor:
-    """The uniforms (steps,) of one candidate stream: a function of the prompt's tokens, the
-    sample's index and the seed only, so every trial of a prompt reuses them."""
-    digest = hashlib.blake2b(
-        np.asarray(list(prompt), dtype=np.int64).tobytes() + struct.pack("<qq", sample, seed),
-        digest_size=8,
-    ).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-    return torch.rand(steps, generator=generator)
-
-
 @torch.no_grad()
 def decode(
     subject: Subject,
@@ -347,28 +304,26 @@ def decode(
     *,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    seed: int = 0,
     fixed_length: bool = False,
-    uniforms: torch.Tensor | None = None,
+    streams: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Continue each row (greedy when temperature is 0); new tokens per row, cut at EOS
     (unless `fixed_length`: exactly max_new_tokens, as GenerationSettings.fixed_length).
 
     `prompt_lengths` declares how many leading tokens of each row are prompt, so a forced
-    first token after the prompt counts as generated for the hooks. `uniforms` (rows,
-    max_new_tokens): sample by `CoupledSampling` with them instead of the seeded sampler.
+    first token after the prompt counts as generated for the hooks. Sampling (temperature > 0)
+    draws each row from its stream: `streams` holds one stream seed per row (`bench.sampling`).
     """
     if max_new_tokens <= 0:
         return [[] for _ in rows]
     ids, mask, _ = _left_pad(subject, rows)
     kwargs: dict = {"do_sample": False}
-    if uniforms is not None and temperature > 0:
-        coupled = CoupledSampling(uniforms, temperature, top_p, ids.shape[1])
+    if temperature > 0:
+        if streams is None:
+            raise ValueError("sampling needs a stream seed per row")
+        coupled = StreamSampling(streams, temperature, top_p)
         kwargs["logits_processor"] = LogitsProcessorList([coupled])
-    elif temperature > 0:
-        kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p}
     lengths = torch.tensor(list(prompt_lengths), device=subject.device)
-    torch.manual_seed(seed)
     with subject.positions.prompt_lengths(lengths):
         sequences = subject.model.generate(
             input_ids=ids,

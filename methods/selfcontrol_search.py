@@ -13,7 +13,7 @@ Candidates, two ways:
   top-p; the prompt's score is their mean suffix score and the step follows the gradient of
   their mean log score - the judgement of the responses the harness will actually draw, not of
   one the sampler rarely returns. Sample b of a prompt is drawn from the same random numbers
-  in every trial (`CoupledSampling`): with independent draws the step that wins is mostly the
+  in every trial (`bench.sampling`): with independent draws the step that wins is mostly the
   one with the luckiest samples, and its gain does not carry over to fresh samples (README).
 
 Fluency guard (`max_nll_increase`, not in the paper): a step is kept only if its candidates'
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.sampling import stream_seed, tokens_key
 from bench.subject import Subject
 from methods.selfcontrol_engine import (
     DeltaHooks,
@@ -38,7 +39,6 @@ from methods.selfcontrol_engine import (
     judge,
     last_logits,
     relative_scale,
-    stream_uniforms,
     suffix_gradients,
 )
 
@@ -123,13 +123,8 @@ def _sampled(
     n, samples, device = len(prompts), cfg.branches, subject.device
     rows = [prompts[i // samples] for i in range(n * samples)]  # row i * B + b
     row_lengths = lengths.repeat_interleave(samples)
-    # Common random numbers: sample b of a prompt draws from the same uniforms in every trial.
-    uniforms = torch.stack(
-        [
-            stream_uniforms(row, i % samples, cfg.seed, cfg.max_new_tokens)
-            for i, row in enumerate(rows)
-        ]
-    )  # (n * B, max_new_tokens)
+    # Common random numbers: sample b of a prompt draws from the same stream in every trial.
+    streams = [stream_seed(tokens_key(row), i % samples, cfg.seed) for i, row in enumerate(rows)]
     responses: list[list[int]] = []
     for start in range(0, len(rows), cfg.batch_size):
         end = start + cfg.batch_size
@@ -143,7 +138,7 @@ def _sampled(
                 cfg.max_new_tokens,
                 temperature=cfg.temperature,
                 top_p=cfg.top_p,
-                uniforms=uniforms[start:end],
+                streams=streams[start:end],
             )
     scores, nll = judge(subject, hooks, rows, responses, suffix, cfg.batch_size)
     grouped = [responses[i * samples : (i + 1) * samples] for i in range(n)]

@@ -43,7 +43,9 @@ CASES: dict[str, Case] = {
     "prompting": Case(strength=2.0),
     # SelfControl: a short search; a large step so the tiny random model's score moves.
     "selfcontrol": Case(
-        params={"iterations": 1, "branches": 2, "step_size": 4.0, "loglik_max_new_tokens": 4},
+        # Four sampled candidates: with two, whether the one step improves the judgement of a
+        # random tiny model's three prompts is a coin flip of the draws.
+        params={"iterations": 1, "branches": 4, "step_size": 4.0, "loglik_max_new_tokens": 4},
         strength=1.0,
     ),
     "prefix": Case(

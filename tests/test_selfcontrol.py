@@ -10,16 +10,15 @@ import torch
 
 from bench.errors import UserError
 from bench.params import parse
+from bench.sampling import stream_seed, tokens_key
 from bench.subject import GenerationSettings
 from bench.target import SteeringTarget, SuffixQuestion
 from methods.selfcontrol import Controller, SelfControl, SelfControlParams
 from methods.selfcontrol_engine import (
-    CoupledSampling,
     DeltaHooks,
     Suffix,
     decode,
     judge,
-    stream_uniforms,
     suffix_gradients,
     suffix_scores,
 )
@@ -184,57 +183,14 @@ def test_judge_reads_the_fluency_context_before_the_prompt(subject):
         assert not math.isclose(float(nll[i]), float(plain_nll[i]), rel_tol=1e-3)
 
 
-# ---------------------------------------------------------------------------- coupled sampling
-def _draws(logits, uniforms, temperature=1.0, top_p=1.0):
-    """Tokens CoupledSampling picks for `logits` (vocab,) at each of `uniforms` (n,)."""
-    n = len(uniforms)
-    sampler = CoupledSampling(uniforms[:, None], temperature, top_p, start=1)
-    out = sampler(torch.zeros((n, 1), dtype=torch.long), logits.expand(n, -1).clone())
-    assert bool((out.isfinite().sum(-1) == 1).all())  # exactly one token left per row
-    return out.argmax(-1)
-
-
-def test_coupled_sampling_draws_from_the_nucleus_distribution():
-    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
-    uniforms = (torch.arange(20_000, dtype=torch.float) + 0.5) / 20_000  # a fine grid of u
-    for temperature, top_p in [(1.0, 1.0), (0.5, 1.0), (1.0, 0.8)]:
-        probs = (logits / temperature).softmax(-1)
-        if top_p < 1:  # the smallest most-probable set covering top_p, renormalised
-            order = probs.argsort(descending=True)
-            keep = (probs[order].cumsum(0) - probs[order]) < top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], probs[order][keep])
-            probs = probs / probs.sum()
-        counts = torch.bincount(_draws(logits, uniforms, temperature, top_p), minlength=5)
-        torch.testing.assert_close(counts / 20_000, probs, atol=1e-3, rtol=0)
-
-
-def test_coupled_sampling_keeps_draws_when_the_distribution_moves_a_little():
-    """Common random numbers: the same uniforms under slightly moved logits give mostly the
-    same tokens, where independent draws would agree only by chance."""
-    generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(50, generator=generator)
-    moved = logits + 0.05 * torch.randn(50, generator=generator)
-    uniforms = torch.rand(2_000, generator=generator)
-    same = (_draws(logits, uniforms) == _draws(moved, uniforms)).float().mean()
-    independent = (_draws(logits, uniforms) == _draws(moved, uniforms.roll(1))).float().mean()
-    assert float(same) > 0.75 > 0.25 > float(independent)
-
-
-def test_candidate_streams_depend_on_prompt_sample_and_seed_only():
-    a = stream_uniforms([1, 2, 3], 0, 0, 8)
-    assert torch.equal(a, stream_uniforms([1, 2, 3], 0, 0, 8))
-    for other in ([1, 2, 4], 0, 0), ([1, 2, 3], 1, 0), ([1, 2, 3], 0, 1):
-        assert not torch.equal(a, stream_uniforms(other[0], other[1], other[2], 8))
-    assert bool(((a >= 0) & (a < 1)).all())
-
-
-def test_sampled_decoding_with_uniforms_is_reproducible(gpt2_subject):
+# ---------------------------------------------------------------------------- decoding
+def test_sampled_decoding_from_streams_is_reproducible(gpt2_subject):
     rows = ids(gpt2_subject, PROMPTS)
-    uniforms = torch.stack([stream_uniforms(r, 0, 0, 5) for r in rows])
+    streams = [stream_seed(tokens_key(r), 0, 0) for r in rows]
     lengths = [len(r) for r in rows]
-    first = decode(gpt2_subject, rows, lengths, 5, temperature=1.0, top_p=0.9, uniforms=uniforms)
+    first = decode(gpt2_subject, rows, lengths, 5, temperature=1.0, top_p=0.9, streams=streams)
     again = decode(gpt2_subject, rows[::-1], lengths[::-1], 5, temperature=1.0, top_p=0.9,
-                   uniforms=uniforms.flip(0))  # fmt: skip
+                   streams=streams[::-1])  # fmt: skip
     assert first == again[::-1]  # a row's draws do not depend on its batch neighbours
 
 
