@@ -79,16 +79,22 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    # The operating strength maximises the task's effect on `select` among strengths whose
-    # perplexity is within `fluency_budget` x the unsteered perplexity.
+    # The operating strength is chosen on `select` among strengths whose perplexity is within
+    # `fluency_budget` x the unsteered perplexity (geometric mean of the sample ratios), by
+    # `rule` (`bench.selection.RULES`).
     fluency_budget: float = 1.5
+    rule: str = "smallest-within-noise"
     test_strengths: str = (
         "chosen"  # "chosen": test at 0 and the chosen strength; "all": every strength
     )
 
     def __post_init__(self) -> None:
+        from bench.selection import RULES  # here: bench.selection's records import this module
+
         if self.fluency_budget < 1:
             raise ValueError("fluency_budget must be >= 1")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}")
         if self.test_strengths not in ("chosen", "all"):
             raise ValueError("test_strengths must be 'chosen' or 'all'")
 

@@ -105,7 +105,19 @@ PUBLISHED_FLUENCY = (
         ),
     ),
 )
-FLUENCY_METRICS = (*OWN_FLUENCY, *PUBLISHED_FLUENCY)
+# What the fluency budget is judged on: exp of the difference of two cells' values is the
+# geometric mean over their samples of the perplexity ratio, which one runaway sample cannot
+# carry the way it carries a ratio of arithmetic means.
+LOG_PERPLEXITY = Metric(
+    "log_perplexity",
+    higher_is_better=False,
+    description=(
+        "steerbench: log of each sample's perplexity (its mean per-token NLL) under the "
+        "evaluator LM, capped at log(perplexity_cap), mean over a prompt's samples, then over "
+        "prompts"
+    ),
+)
+FLUENCY_METRICS = (*OWN_FLUENCY, LOG_PERPLEXITY, *PUBLISHED_FLUENCY)
 
 
 def definitions_note() -> str:
@@ -176,6 +188,9 @@ def fluency_scores(
     capped = sum(p > cap for p in finite)
     values = {
         "perplexity": sum(min(p, cap) for p in finite) / len(finite) if finite else math.nan,
+        "log_perplexity": (
+            sum(math.log(min(p, cap)) for p in finite) / len(finite) if finite else math.nan
+        ),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "distinct_3": distinct_n(texts, 3),

@@ -1,4 +1,8 @@
-"""Uncertainty of a run's headline numbers, from its per-example records (`bench.stats`).
+"""Intervals and paired differences of a run's numbers, from its per-example records.
+
+`bench.stats` does the statistics on arrays; this module gathers those arrays from cells and
+their example records (anything with `examples_of(cell)`: a report's run, a run folder being
+written), aligned by example and seed, for the report and for choosing operating points.
 
 A cell's metric is the mean of its examples' scores (a derived metric combines such means), and a
 headline number is that mean over the run's seeds. Every interval here resamples the examples
@@ -10,12 +14,14 @@ examples' own difficulty cancels out.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from bench.records import CellRecord
+from bench.records import CellRecord, ExampleRecord
 from bench.stats import (
     Difference,
     Interval,
@@ -26,13 +32,18 @@ from bench.stats import (
     paired_difference,
     share_worse,
 )
-from reports.runs import Run
 
 LEVEL = 0.95
 RESAMPLES = 2000
 SEED = 0  # resampling is seeded: the same run gives the same report
 # `bench.metric.COMBINERS` by name, vectorised over bootstrap resamples.
 VECTORISED = {"harmonic_mean": harmonic_mean_of}
+
+
+class ExampleSource(Protocol):
+    """Where a cell's per-example records are found."""
+
+    def examples_of(self, cell: CellRecord) -> Sequence[ExampleRecord]: ...
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,10 @@ class Scores:
         return out
 
 
-def scores(run: Run, cells: Sequence[CellRecord], metric: str) -> Scores:
+def scores(records: ExampleSource, cells: Sequence[CellRecord], metric: str) -> Scores:
     """`metric`'s per-example scores in `cells` (one cell per seed of the same point)."""
     by_seed = {
-        cell.seed: {r.example: r.scores.get(metric, math.nan) for r in run.examples_of(cell)}
+        cell.seed: {r.example: r.scores.get(metric, math.nan) for r in records.examples_of(cell)}
         for cell in cells
     }
     seeds = tuple(sorted(by_seed))
@@ -69,24 +80,26 @@ def scores(run: Run, cells: Sequence[CellRecord], metric: str) -> Scores:
     return Scores(examples, seeds, values)
 
 
-def intervals(run: Run, cells: Sequence[CellRecord], metrics) -> dict[str, Interval]:
+def intervals(records: ExampleSource, cells: Sequence[CellRecord], metrics) -> dict[str, Interval]:
     """The intervals of `metrics` at this point (those the run kept examples for)."""
-    return {name: found for name in metrics if (found := interval(run, cells, name)) is not None}
+    return {
+        name: found for name in metrics if (found := interval(records, cells, name)) is not None
+    }
 
 
-def interval(run: Run, cells: Sequence[CellRecord], metric: str) -> Interval | None:
+def interval(records: ExampleSource, cells: Sequence[CellRecord], metric: str) -> Interval | None:
     """The interval of `metric` at this point; None where the run kept no examples for it."""
-    if not cells or not any(run.examples_of(c) for c in cells):
+    if not cells or not any(records.examples_of(c) for c in cells):
         return None
     derivation = cells[0].result.derived.get(metric)
     if derivation is None:
-        data = scores(run, cells, metric).values
+        data = scores(records, cells, metric).values
         if not np.isfinite(data).any():
             return None
         return bootstrap_interval(data, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
     if derivation.combine not in VECTORISED:
         return None  # a combiner with no vectorised twin: no interval rather than a wrong one
-    parts = {name: scores(run, cells, name) for name in derivation.of}
+    parts = {name: scores(records, cells, name) for name in derivation.of}
     examples = sorted(set().union(*(p.examples for p in parts.values())))
     seeds = sorted({c.seed for c in cells})
     arrays = {name: p.aligned(examples, seeds) for name, p in parts.items()}
@@ -97,10 +110,13 @@ def interval(run: Run, cells: Sequence[CellRecord], metric: str) -> Interval | N
 
 
 def paired(
-    run: Run, treated: Sequence[CellRecord], control: Sequence[CellRecord], metric: str
+    records: ExampleSource,
+    treated: Sequence[CellRecord],
+    control: Sequence[CellRecord],
+    metric: str,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Both sides' scores of `metric` on the examples and seeds they share, row by row."""
-    a, b = scores(run, treated, metric), scores(run, control, metric)
+    a, b = scores(records, treated, metric), scores(records, control, metric)
     examples = sorted(set(a.examples) & set(b.examples))
     seeds = sorted(set(a.seeds) & set(b.seeds))
     if not examples or not seeds:
@@ -112,14 +128,17 @@ def paired(
 
 
 def difference(
-    run: Run, treated: Sequence[CellRecord], control: Sequence[CellRecord], metric: str
+    records: ExampleSource,
+    treated: Sequence[CellRecord],
+    control: Sequence[CellRecord],
+    metric: str,
 ) -> Difference | None:
     """treated - control in `metric`, paired by example. A derived metric is computed whole on
     both sides of each resample (the same examples); its difference has an interval but no
     p-value (the sign-flip test is for a mean of per-example differences)."""
     derivation = treated[0].result.derived.get(metric) if treated else None
     if derivation is None:
-        both = paired(run, treated, control, metric)
+        both = paired(records, treated, control, metric)
         if both is None:
             return None
         return paired_difference(*both, level=LEVEL, n_resamples=RESAMPLES, seed=SEED)
@@ -127,7 +146,7 @@ def difference(
         return None  # a combiner with no vectorised twin: no interval rather than a wrong one
     # Every part on both sides aligned on one set of rows: the examples and seeds all share.
     sides = {
-        (side, name): scores(run, cells, name)
+        (side, name): scores(records, cells, name)
         for side, cells in (("treated", treated), ("control", control))
         for name in derivation.of
     }
@@ -148,38 +167,42 @@ def difference(
 
 
 def steerability(
-    run: Run,
+    records: ExampleSource,
     treated: Sequence[CellRecord],
     control: Sequence[CellRecord],
     metric: str,
     higher_is_better: bool,
 ) -> Steerability | None:
-    """How the operating point moved each example's `metric` from the control's."""
-    both = paired(run, treated, control, metric)
-    if both is None:
+    """How the operating point moved each example's `metric` from the control's.
+
+    A derived metric (the CounterFact score: a harmonic mean of means) has no value per
+    example; an example then counts by the mean of its parts' scores (efficacy, paraphrase,
+    neighbourhood), which move in the derived metric's direction."""
+    derivation = treated[0].result.derived.get(metric) if treated else None
+    if derivation is None:
+        both = paired(records, treated, control, metric)
+        return None if both is None else share_worse(*both, higher_is_better=higher_is_better)
+    sides = [
+        [scores(records, cells, name) for name in derivation.of] for cells in (treated, control)
+    ]
+    found = [s for side in sides for s in side]
+    examples = sorted(set.intersection(*(set(s.examples) for s in found)))
+    seeds = sorted(set.intersection(*(set(s.seeds) for s in found)))
+    if not examples or not seeds:
         return None
-    return share_worse(*both, higher_is_better=higher_is_better)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an example missing every part
+        means = [np.nanmean([s.aligned(examples, seeds) for s in side], axis=0) for side in sides]
+    if not (np.isfinite(means[0]) & np.isfinite(means[1])).any():
+        return None
+    return share_worse(*means, higher_is_better=higher_is_better)
 
 
-@dataclass(frozen=True)
-class Uncertainty:
-    """The uncertainty around one headline row (a method's operating point on a suite)."""
-
-    intervals: Mapping[str, Interval]  # each metric at the operating point, on test
-    reference: Mapping[str, Interval]  # each metric of the unsteered model, on test
-    vs_unsteered: Difference | None  # primary metric, paired by example
-    vs_prompting: Difference | None  # primary metric, against the prompting baseline's point
-    steerability: Steerability | None
-    # Each example's seed-mean of every metric at the operating point (test), for a check that
-    # compares two runs example by example: (example ids, {metric: values in that order}).
-    per_example: tuple[tuple[str, ...], Mapping[str, tuple[float, ...]]] = ((), {})
-    # Holm-adjusted p-values of the comparisons above, over the suite's table.
-    adjusted: Mapping[str, float] = field(default_factory=dict)
-
-
-def seed_means(run: Run, cells: Sequence[CellRecord], metrics) -> tuple[tuple[str, ...], dict]:
+def seed_means(
+    records: ExampleSource, cells: Sequence[CellRecord], metrics
+) -> tuple[tuple[str, ...], dict]:
     """(example ids, {metric: each example's mean over its seeds}) at one point."""
-    found = {name: scores(run, cells, name) for name in metrics}
+    found = {name: scores(records, cells, name) for name in metrics}
     examples = tuple(sorted(set().union(*(s.examples for s in found.values()))))
     seeds = sorted({c.seed for c in cells})
     values = {}

@@ -267,6 +267,11 @@ class Choice(Record):
     reason: str
     reference_perplexity: float | None = None
     perplexity_limit: float | None = None
+    perplexity_ratio: float | None = None  # geometric mean of the sample ratios, at `strength`
+    rule: str = ""  # `bench.selection.RULES`; "" in runs that predate the rules
+    best_strength: float | None = None  # the best mean effect's strength, and that effect
+    best_effect: float | None = None
+    unsteered_effect: float | None = None  # at strength 0, on select
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,15 @@ class Manifest:
         """The budget the runner chose operating points under."""
         selection = self.experiment.get("selection") or {}
         return selection.get("fluency_budget", SelectionConfig().fluency_budget)
+
+    @property
+    def selection_rule(self) -> str:
+        """The rule the runner chose operating points by (`bench.selection.RULES`); a run that
+        predates the rules chose the best mean."""
+        selection = self.experiment.get("selection") or {}
+        return (
+            str(selection.get("rule", "best-mean")) if self.experiment else SelectionConfig().rule
+        )
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA_VERSION, **dataclasses.asdict(self)}

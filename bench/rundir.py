@@ -140,6 +140,12 @@ class RunDir:
             for number, data in enumerate(read_jsonl(path), 1)
         ]
 
+    def examples_of(self, cell: CellRecord) -> list[ExampleRecord]:
+        """The per-example records behind `cell` (none if the folder has no records file)."""
+        if not self.records_path(cell.source_id).is_file():
+            return []
+        return self.read_examples(cell.source_id)
+
     def write_cell(self, cell: CellRecord, examples: Iterable[ExampleRecord]) -> None:
         """Examples first, then the cell file: the cell file marks the cell as finished."""
         text = "".join(dumps(e.to_dict()) + "\n" for e in examples)

@@ -157,6 +157,8 @@ class Runner:
                 self.exp.selection.fluency_budget,
                 primary,
                 task.metric(primary).higher_is_better,
+                rule=self.exp.selection.rule,
+                records=self.run_dir,
             )
             self.selection.append(chosen)
             test_strengths = (

@@ -12,6 +12,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.fluency import definitions_note
 from bench.rundir import write_atomic
+from bench.selection import RULES, SMALLEST_WITHIN_NOISE
 from bench.stats import Difference, Interval
 from reports import figures
 from reports.headline import Headline, curves, unsteered
@@ -68,11 +69,29 @@ def _mark(row: Headline) -> str:
     return "★ " if row.best else "= " if row.tied else ""
 
 
-def _with_ratio(row: Headline, metric: str) -> str:
-    value = row.test.mean(metric) if row.test else math.nan
+def _perplexity(row: Headline) -> str:
+    value = row.test.mean("perplexity") if row.test else math.nan
     if not math.isfinite(value):
         return "–"
-    return f"{fmt(value)} ({times(row.ratio(metric))})"
+    return f"{fmt(value)} ({times(row.perplexity_ratio)})"
+
+
+def _rules_text(runs: Sequence[Run]) -> str:
+    """How the runs chose their operating points, in words."""
+    rules = dict.fromkeys(run.manifest.selection_rule for run in runs)
+    text = " / ".join(RULES.get(rule, rule) for rule in rules)
+    if SMALLEST_WITHIN_NOISE in rules:
+        text += (
+            " (the 95% interval of the best minus it, paired by example on select, includes "
+            "0; strength 0, the unsteered model, where no strength beats it beyond the noise)"
+        )
+    return text
+
+
+def _shrinkage(row: Headline) -> str:
+    """The gain over unsteered where the strength was chosen, then on test: "+0.31 → +0.22"."""
+    gains = [row.select_gain, row.test_gain]
+    return " → ".join(f"{g:+.3g}" if math.isfinite(g) else "–" for g in gains)
 
 
 def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
@@ -83,7 +102,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         "method",
         *(["run"] if multi else []),
         "strength",
-        "effect (select)",
+        "gain select → test",
         "effect (test) [95% CI]",
         "Δ vs unsteered [CI] p",
         "Δ vs prompting [CI] p",
@@ -136,7 +155,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _mark(row) + row.method,
                     *([run.label] if multi else []),
                     fmt(row.strength),
-                    fmt(row.select_effect),
+                    _shrinkage(row),
                     _ci(row.effect, u.intervals.get(primary) if u else None)
                     if test
                     else "not measured",
@@ -150,7 +169,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     if steer and math.isfinite(steer.share_worse)
                     else "–",
                     *([f"{versus:+.3g}" if math.isfinite(versus) else "–"] if multi else []),
-                    _with_ratio(row, "perplexity"),
+                    _perplexity(row),
                     fmt(test.mean("distinct_2")) if test else "–",
                     fmt(test.mean("repetition")) if test else "–",
                     f"{fmt(test.seconds.mean)} ({times(row.cost_ratio('seconds'))})"
@@ -323,15 +342,21 @@ def build_report(
     blocks: list[Block] = [Heading(1, title)]
     blocks.append(
         Para(
-            "Each method's operating point is the strength with the best effect on the select "
-            f"split under the fluency budget ({budget_text}); the table reports it on the test "
+            "Each method's operating point is chosen on the select split among the strengths "
+            f"within the fluency budget ({budget_text}; the geometric mean of the samples' "
+            "perplexity ratios, the ratio the perplexity column shows), by "
+            + _rules_text(runs)
+            + '. "gain select → test" is the effect\'s gain over the unsteered model where '
+            "the strength was chosen and on test: a test gain below the select gain is the "
+            "optimism of choosing on select. The table reports the operating point on the test "
             "split: the mean over seeds with its 95% bootstrap interval over the test examples "
             "(each example with all its seeds). Δ columns are paired by example: the method's "
             "effect minus the unsteered model's and minus the prompting baseline's, with their "
             "95% intervals and p-values (sign-flip permutation test; Holm-corrected over every "
             "comparison in the suite's table; a derived effect such as the CounterFact score has "
             'an interval only). "worse" is the share of test examples the operating point '
-            "moved the wrong way (anti-steerable). ★ marks the best test effect among methods "
+            "moved the wrong way (anti-steerable; for a derived effect, by the mean of its parts "
+            "per example). ★ marks the best test effect among methods "
             "that beat the unsteered model when its paired interval against each of them "
             "excludes 0; otherwise = marks those it cannot be told from. Costs are per cell (one "
             "pass over the split) with the ratio to the unsteered cell, run at another time on "

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from bench.selection import typical_perplexity
 from reports.headline import FLUENCY, Curve, Headline, Point
 
 COLOURS = (
@@ -33,7 +34,7 @@ UNSTEERED_COLOUR = "black"
 DPI = 110
 
 AXIS_LABELS = {
-    "perplexity": "perplexity of the continuation\n(evaluator LM, log scale; lower = more fluent)",
+    "perplexity": "perplexity of the continuation, geometric mean\n(evaluator LM, log scale; lower = more fluent)",
     "distinct_1": "distinct-1 (unique / total unigrams, 0-1)",
     "distinct_2": "distinct-2 (unique / total bigrams, 0-1)",
     "distinct_3": "distinct-3 (unique / total trigrams, 0-1)",
@@ -67,6 +68,12 @@ class TaskView:
 
 def _wrap(text: str, width: int = 30) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _along(point, metric: str) -> float:
+    """A point's value on a fluency axis; perplexity as the budget judges it (geometric mean
+    over samples, `bench.selection.typical_perplexity`), so the budget line is exact."""
+    return typical_perplexity(point.cells) if metric == "perplexity" else point.mean(metric)
 
 
 def _finite(*values: float) -> bool:
@@ -203,9 +210,9 @@ def fluency_figure(
                 if curve is None:
                     continue
                 pts = [
-                    (p.mean(metric), p.mean(primary))
+                    (_along(p, metric), p.mean(primary))
                     for p in curve.points
-                    if not p.degenerate and _finite(p.mean(metric), p.mean(primary))
+                    if not p.degenerate and _finite(_along(p, metric), p.mean(primary))
                 ]
                 if not pts:
                     continue
@@ -215,8 +222,8 @@ def fluency_figure(
                 ax.step(*zip(*front), where="pre" if x_higher else "post",
                         color=colours[method], lw=1.6, ls=LINESTYLES[k % len(LINESTYLES)])  # fmt: skip
             ref = view.unsteered
-            if ref and _finite(ref.mean(metric), ref.mean(primary)):
-                ax.plot(ref.mean(metric), ref.mean(primary), marker="*", ms=16,
+            if ref and _finite(_along(ref, metric), ref.mean(primary)):
+                ax.plot(_along(ref, metric), ref.mean(primary), marker="*", ms=16,
                         color=UNSTEERED_COLOUR, mec="white", ls="none", zorder=6)  # fmt: skip
             limit = next(
                 (r.perplexity_limit for r in view.rows if _finite(r.perplexity_limit)), None

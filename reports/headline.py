@@ -17,12 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bench.fluency import OWN_FLUENCY
+from bench.intervals import difference, intervals, seed_means, steerability
 from bench.metric import finite
 from bench.records import UNSTEERED, CellRecord, Choice
-from bench.selection import BEST_WITHIN_BUDGET, choose_strength
-from bench.stats import holm
+from bench.selection import NORMAL_REASONS, choose_strength, perplexity_ratio
+from bench.stats import Difference, Interval, Steerability, holm
 from reports.runs import Run
-from reports.uncertainty import Uncertainty, difference, intervals, seed_means, steerability
 
 FLUENCY = tuple(m.name for m in OWN_FLUENCY)  # the fluency columns and panels shown
 
@@ -124,6 +124,22 @@ def task_info(run: Run, task: str) -> tuple[str, dict[str, bool]]:
 
 
 @dataclass(frozen=True)
+class Uncertainty:
+    """The uncertainty around one headline row (a method's operating point on a suite)."""
+
+    intervals: Mapping[str, Interval]  # each metric at the operating point, on test
+    reference: Mapping[str, Interval]  # each metric of the unsteered model, on test
+    vs_unsteered: Difference | None  # primary metric, paired by example
+    vs_prompting: Difference | None  # primary metric, against the prompting baseline's point
+    steerability: Steerability | None
+    # Each example's seed-mean of every metric at the operating point (test), for a check that
+    # compares two runs example by example: (example ids, {metric: values in that order}).
+    per_example: tuple[tuple[str, ...], Mapping[str, tuple[float, ...]]] = ((), {})
+    # Holm-adjusted p-values of the comparisons above, over the suite's table.
+    adjusted: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Headline:
     """A method's operating point on one suite, with its test numbers."""
 
@@ -135,6 +151,7 @@ class Headline:
     higher_is_better: Mapping[str, bool]
     strength: float
     select_effect: float
+    select_unsteered: float  # the unsteered model's effect on select (NaN if not run)
     reason: str
     budget: float
     perplexity_limit: float  # on select; NaN when the task does not generate
@@ -151,12 +168,31 @@ class Headline:
     def effect(self) -> float:
         return self.test.mean(self.primary_metric) if self.test else math.nan
 
+    @property
+    def select_gain(self) -> float:
+        """The effect's gain over the unsteered model on select, where it was chosen."""
+        return self.select_effect - self.select_unsteered
+
+    @property
+    def test_gain(self) -> float:
+        """The same gain on test: below the select gain by the selection's optimism."""
+        base = self.reference.mean(self.primary_metric) if self.reference else math.nan
+        return self.effect - base
+
     def ratio(self, metric: str) -> float:
         """Operating point / unsteered on test (e.g. perplexity x1.3)."""
         if not (self.test and self.reference):
             return math.nan
         base = self.reference.mean(metric)
         return self.test.mean(metric) / base if base else math.nan
+
+    @property
+    def perplexity_ratio(self) -> float:
+        """Perplexity / unsteered on test as the budget judges it: the geometric mean of the
+        sample ratios (`bench.selection.perplexity_ratio`)."""
+        if not (self.test and self.reference):
+            return math.nan
+        return perplexity_ratio(self.test.cells, self.reference.cells)
 
     def cost_ratio(self, attribute: str) -> float:
         if not (self.test and self.reference):
@@ -175,7 +211,16 @@ def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[Choi
         budget = run.budget  # an interrupted run has no selection.json yet
     primary, directions = task_info(run, task)
     cells = [c for c in run.cells if c.task == task and c.method == method and c.split == "select"]
-    choice = choose_strength(method, task, cells, budget, primary, directions.get(primary, True))
+    choice = choose_strength(
+        method,
+        task,
+        cells,
+        budget,
+        primary,
+        directions.get(primary, True),
+        rule=run.manifest.selection_rule,
+        records=run,
+    )
     return choice, budget
 
 
@@ -189,6 +234,8 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
     select_curves = curves(run, task, "select")
     test_curves = curves(run, task, "test")
     reference = unsteered(run, task, "test")
+    select_reference = unsteered(run, task, "select")
+    select_unsteered = select_reference.mean(primary) if select_reference else math.nan
     rows = []
     for method in (m for m in run.methods if m in select_curves):
         chosen, used_budget = choose(run, task, method, budget)
@@ -203,13 +250,10 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             )
         elif test.degenerate:
             notes.append("degenerate on test")
-        ppl = test.mean("perplexity") if test else math.nan
-        ref_ppl = reference.mean("perplexity") if reference else math.nan
-        if math.isfinite(ppl) and math.isfinite(ref_ppl) and ppl > used_budget * ref_ppl:
-            notes.append(
-                f"test perplexity x{ppl / ref_ppl:.2f} is over the budget x{used_budget:g}"
-            )
-        if chosen.reason and chosen.reason != BEST_WITHIN_BUDGET:
+        ratio = perplexity_ratio(test.cells, reference.cells) if test and reference else math.nan
+        if math.isfinite(ratio) and ratio > used_budget:
+            notes.append(f"test perplexity x{ratio:.2f} is over the budget x{used_budget:g}")
+        if chosen.reason and chosen.reason not in NORMAL_REASONS:
             notes.append(chosen.reason)
         broken = [p.strength for p in select_curves[method].points if p.degenerate]
         if broken:
@@ -229,6 +273,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 higher_is_better=directions,
                 strength=strength,
                 select_effect=chosen.effect,
+                select_unsteered=select_unsteered,
                 reason=chosen.reason,
                 budget=used_budget,
                 perplexity_limit=_nan(chosen.perplexity_limit),

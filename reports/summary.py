@@ -8,9 +8,12 @@ Schema (`"schema": "steerbench.summary"`, `"version": 1`):
       "runs": [{
         "label", "run_dir", "status", "model": {...}, "git", "seeds", "wall_seconds",
         "fluency_budget": float,              # the budget the operating points were chosen under
+        "selection_rule": str,                # how they were chosen (bench.selection.RULES)
         "inputs_digest": str,                 # hash of cells.jsonl + selection.json
         "rows": [{
           "task", "method", "method_name", "primary_metric", "strength", "select_effect",
+          "select_gain", "test_gain",           # gain over unsteered where chosen, and on test
+          "perplexity_ratio",                   # geometric mean of the samples' ratios, test
           "reason", "best", "tied", "measured_on_test", "degenerate", "n_seeds", "n_examples",
           "metrics":   {name: {"mean", "std", "min", "max", "n",      # over seeds, on test
                                "ci_low", "ci_high", "ci_level",       # bootstrap over examples
@@ -134,6 +137,9 @@ def row_dict(row: Headline) -> dict:
         "primary_metric": row.primary_metric,
         "strength": row.strength,
         "select_effect": row.select_effect,
+        "select_gain": row.select_gain,
+        "test_gain": row.test_gain,
+        "perplexity_ratio": row.perplexity_ratio,
         "reason": row.reason,
         "best": row.best,
         "tied": row.tied,
@@ -167,6 +173,7 @@ def run_summary(run: Run, budget: float | None = None) -> tuple[dict, list[list[
         "seeds": list(run.manifest.seeds),
         "wall_seconds": run.manifest.wall_seconds,
         "fluency_budget": budget if budget is not None else run.budget,
+        "selection_rule": run.manifest.selection_rule,
         "inputs_digest": run.digest,
         "rows": [row_dict(row) for rows in tables for row in rows],
         "skipped": [s.to_dict() for s in run.skipped],

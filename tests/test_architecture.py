@@ -86,6 +86,7 @@ def test_evaluate_cell_answers_scores_and_aggregates(gpt2_subject):
         "great_rate",
         "prefers_great",
         "perplexity",
+        "log_perplexity",
         "distinct_1",
         "distinct_2",
         "distinct_3",

@@ -121,7 +121,7 @@ def test_markdown_links_every_figure_and_shows_tables(built):
     assert len(links) == 12  # 6 figures, each as PNG (shown) and SVG (linked)
     for link in links:
         assert (built.parent / link).is_file(), link
-    assert text.count("| method | strength | effect (select)") == 3
+    assert text.count("| method | strength | gain select → test") == 3
     assert "unsteered (reference)" in text
     assert "skipped prompting on toy_preference" in text
     assert "| prompting | – |" in text and "skipped: prompting needs what" in text
@@ -186,7 +186,7 @@ def test_reapplied_fluency_budget_follows_the_runners_rule(tmp_path):
     run = copy_run(tmp_path)
     cells = read_cells(run)
     # The run's own budget, re-applied, reproduces the runner's choices exactly.
-    summary = summarise(run, 1.5)
+    summary = summarise(run, 3.0)
     for chosen in json.loads((run / "selection.json").read_text()):
         assert row(summary, chosen["task"], chosen["method"])["strength"] == chosen["strength"]
     # A loose budget: the best select effect wins whatever its perplexity (ties: smaller).
@@ -226,8 +226,9 @@ def test_budget_choice_without_test_cells_is_reported_not_invented(tmp_path):
         or c["strength"] == chosen[(c["task"], c["method"])]
     ]  # what a default run (test_strengths = "chosen") records
     write_cells(run, kept)
-    summary = summarise(run, 1000)
-    r = row(summary, "toy_toxicity", "prompting")
+    summary = summarise(run, 1000)  # meandiff's most detoxifying strength is far over x3
+    r = row(summary, "toy_toxicity", "meandiff")
+    assert r["strength"] != chosen[("toy_toxicity", "meandiff")]
     assert r["strength"] > 0 and r["measured_on_test"] is False and r["metrics"] == {}
     assert "no test cells at strength" in r["notes"][0]
     loaded = load_run(run)
@@ -241,8 +242,9 @@ def test_budget_choice_without_test_cells_is_reported_not_invented(tmp_path):
 def test_best_per_suite_must_beat_the_unsteered_model(tmp_path):
     run = copy_run(tmp_path)
     summary = summarise(run)
-    # In the recorded run no operating point beats the unsteered model on test: no winner.
-    assert not any(r["best"] for r in summary["runs"][0]["rows"])
+    # In the recorded run no operating point beats the unsteered model on toy_sentiment's test
+    # split: no winner there.
+    assert not any(r["best"] for r in summary["runs"][0]["rows"] if r["task"] == "toy_sentiment")
     # Inject a clear improvement for meandiff at its chosen strength on toy_sentiment.
     strength = row(summary, "toy_sentiment", "meandiff")["strength"]
     cells = read_cells(run)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.intervals import LEVEL, RESAMPLES, SEED, difference, interval, steerability
 from bench.metric import harmonic_mean
 from bench.records import (
     CellKey,
@@ -24,7 +25,6 @@ from bench.stats import bootstrap_interval, holm
 from reports.headline import headlines
 from reports.runs import Run, load_run
 from reports.summary import run_summary
-from reports.uncertainty import LEVEL, RESAMPLES, SEED, difference, interval
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_small"
 
@@ -134,3 +134,8 @@ def test_a_derived_effect_is_computed_whole_on_each_resample():
     assert found.low <= found.estimate <= found.high and math.isnan(found.p_value)
     whole = interval(run, [treated], "score")
     assert whole.estimate == pytest.approx(harmonic_mean([a_t.mean(), b_t.mean()]))
+    # No example has a score of its own: one counts as worse where the mean of its parts fell.
+    moved = steerability(run, [treated], [control], "score", higher_is_better=True)
+    parts = (a_t + b_t) / 2 - (a_c + b_c) / 2
+    assert moved.n == 6 and moved.differences == pytest.approx(tuple(parts))
+    assert moved.share_worse == pytest.approx(float((parts < 0).mean()))

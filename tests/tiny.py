@@ -27,12 +27,13 @@ CORPUS = [
 ] * 4
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
+def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on the corpus; at 300 words are mostly bytes, at 600 mostly whole."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -43,8 +44,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_gpt2(seed: int = 0) -> Subject:
-    tokenizer = tiny_tokenizer()
+def tiny_gpt2(seed: int = 0, vocab_size: int = 300) -> Subject:
+    tokenizer = tiny_tokenizer(vocab_size)
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
