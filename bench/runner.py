@@ -49,8 +49,8 @@ class PlannedMethod:
     strengths: tuple[float, ...]
 
 
-def build_methods(specs: Sequence[MethodSpec]) -> list[PlannedMethod]:
-    if not specs:
+def build_methods(specs: Sequence[MethodSpec] | None) -> list[PlannedMethod]:
+    if specs is None:
         specs = [MethodSpec(name=name) for name in METHODS.names()]
     planned, labels = [], set()
     for i, spec in enumerate(specs):
@@ -66,8 +66,8 @@ def build_methods(specs: Sequence[MethodSpec]) -> list[PlannedMethod]:
     return planned
 
 
-def build_tasks(specs: Sequence[TaskSpec]) -> list[Task]:
-    if not specs:
+def build_tasks(specs: Sequence[TaskSpec] | None) -> list[Task]:
+    if specs is None:
         specs = [TaskSpec(name=name) for name in TASKS.names()]
     tasks = []
     for i, spec in enumerate(specs):
