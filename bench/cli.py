@@ -1,6 +1,7 @@
 """The `steerbench` command.
 
     steerbench run [EXPERIMENT.toml] [-o DIR]     sweep methods x tasks, write results + report
+                   [-q] [--force]
     steerbench list                                registered methods and tasks, with parameters
     steerbench report RUN_DIR [RUN_DIR ...]        (re)build the report from result files
     steerbench check RUN_DIR --baseline FILE       regression check for CI
