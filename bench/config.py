@@ -124,10 +124,10 @@ class SelectionConfig:
     )
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.fluency_budget) or self.fluency_budget < 1:
-            raise ValueError(
-                f"fluency_budget must be a finite number >= 1, got {self.fluency_budget!r}"
-            )
+        if not math.isfinite(self.fluency_budget):  # NaN passes the comparison below
+            raise ValueError(f"fluency_budget must be a finite number, got {self.fluency_budget!r}")
+        if self.fluency_budget < 1:
+            raise ValueError("fluency_budget must be >= 1")
         if self.test_strengths not in ("chosen", "all"):
             raise ValueError("test_strengths must be 'chosen' or 'all'")
 

@@ -158,9 +158,11 @@ def git_hash() -> str | None:
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str | None:
-    """Where two JSON values first differ and how (`key: old there, new here`), or None."""
+    """Where two JSON values first differ and how (`key: old there, new here`), or None.
+    Keys only one side has are no difference: a steerbench of another version wrote the other
+    (a field added since is at its default there)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        parts = sorted(set(old) | set(new))
+        parts = sorted(set(old) & set(new))
         pairs = [(old.get(k), new.get(k), f"{where}.{k}" if where else k) for k in parts]
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         pairs = [(o, n, f"{where}[{i}]") for i, (o, n) in enumerate(zip(old, new))]

@@ -218,7 +218,7 @@ BAD_INPUTS: dict[str, Bad] = {
         {"selection": {"fluency_budget": INF}},
     ),
     "fluency budget below 1": Bad(
-        "fluency_budget must be a finite number >= 1", {"selection": {"fluency_budget": 0.5}}
+        "fluency_budget must be >= 1", {"selection": {"fluency_budget": 0.5}}
     ),
     "unknown test_strengths": Bad(
         "test_strengths must be 'chosen' or 'all'", {"selection": {"test_strengths": "some"}}
