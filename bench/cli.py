@@ -1,47 +1,79 @@
 """The `steerbench` command.
 
     steerbench run [EXPERIMENT.toml] [-o DIR]     sweep methods x tasks, write results + report
+                   [-q] [--force]
     steerbench list                                registered methods and tasks, with parameters
     steerbench report RUN_DIR [RUN_DIR ...]        (re)build the report from result files
     steerbench check RUN_DIR --baseline FILE       regression check for CI
     steerbench bench [--methods a,b]               steering cost vs unsteered generation
     steerbench testbed build | check               the built-in testbed model
 
-Errors a user can cause print one line and exit 2; an interrupt keeps finished cells.
+Errors a user can cause print one line and exit 2 (checked before a model loads where they
+can be); warnings print one line each; an interrupt (Ctrl-C, SIGTERM) keeps finished cells and
+the manifest says how the run ended.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line_warnings
 
 
 def _run(args: argparse.Namespace) -> int:
     from bench.config import ModelConfig, load_experiment
-    from bench.records import Manifest, MethodEntry, ModelInfo, TaskEntry
-    from bench.rundir import RunDir, git_hash, package_versions
-    from bench.runner import Runner, build_methods, build_tasks, replace_output_dir
-    from bench.sources import load_subject
+    from bench.preflight import check_device, check_model_folder, load_data
+    from bench.progress import progress_bars
+    from bench.rundir import RunDir
+    from bench.runner import build_methods, build_tasks, replace_output_dir
 
     experiment = replace_output_dir(load_experiment(args.experiment), args.output)
-    build_methods(experiment.methods)  # validate names and parameters before loading a model
-    build_tasks(experiment.tasks)
+    # Everything the user named is checked before a model loads (minutes, on first use).
+    build_methods(experiment.methods)
+    tasks = build_tasks(experiment.tasks)
+    evaluator = (
+        ModelConfig(name=experiment.evaluator, device=experiment.model.device)
+        if experiment.evaluator  # read like the subject: a model source, hub id or directory
+        else None
+    )
+    check_device(experiment.model.device)
+    check_model_folder(experiment.model)
+    if evaluator is not None:
+        check_model_folder(evaluator, what="evaluator")
     progress = not args.quiet
+    with progress_bars(progress):
+        data = load_data(tasks)
     run_dir = RunDir(experiment.output_dir)
+    run_dir.claim(experiment.to_dict(), force=args.force)
+    try:
+        with progress_bars(progress):
+            return _sweep(args, experiment, evaluator, data, run_dir, progress)
+    finally:
+        run_dir.release()
+
+
+def _sweep(args, experiment, evaluator_config, data, run_dir, progress: bool) -> int:
+    """Load the models and run the sweep into the claimed `run_dir`. Its manifest ends in the
+    run's true status on every way out: complete, interrupted (Ctrl-C, SIGTERM) or failed."""
+    from bench.records import Manifest, MethodEntry, ModelInfo, TaskEntry
+    from bench.rundir import git_hash, package_versions
+    from bench.runner import Runner
+    from bench.sources import load_subject
+
     started = time.time()
     subject = load_subject(experiment.model, progress=progress)
     evaluator = None
-    if experiment.evaluator:  # read like the subject: a model source, hub id or directory
-        config = ModelConfig(name=experiment.evaluator, device=experiment.model.device)
-        evaluator = load_subject(config, progress=progress)
-    runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress)
+    if evaluator_config is not None:
+        evaluator = load_subject(evaluator_config, progress=progress)
+    runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress, data=data)
     manifest = Manifest(
         status="running",
         experiment=experiment.to_dict(),
@@ -56,19 +88,26 @@ def _run(args: argparse.Namespace) -> int:
         started=started,
     )
     run_dir.write_manifest(manifest)
+
+    def end(status: str) -> None:
+        wall = time.time() - started
+        run_dir.write_manifest(replace(manifest, status=status, wall_seconds=wall))
+
     try:
         runner.run()
-    except KeyboardInterrupt:
-        wall = time.time() - started
-        run_dir.write_manifest(replace(manifest, status="interrupted", wall_seconds=wall))
+    except KeyboardInterrupt as stop:
+        end("interrupted")
         print(
             f"interrupted; finished cells are kept in {run_dir.root} (run again to resume)",
             file=sys.stderr,
         )
-        return 130
+        return _exit_code(stop)
+    except BaseException:
+        end("failed")
+        raise
     tasks = tuple(runner.data.get(entry.name, entry) for entry in manifest.tasks)
-    wall = time.time() - started
-    run_dir.write_manifest(replace(manifest, status="complete", tasks=tasks, wall_seconds=wall))
+    manifest = replace(manifest, tasks=tasks)
+    end("complete")
     print(f"results: {run_dir.root}")
     if experiment.report:
         from reports import build_report
@@ -98,10 +137,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from bench.config import SelectionConfig
     from reports import build_report
 
     output = Path(args.output) if args.output else None
     budget = args.fluency_budget
+    if budget is not None:
+        try:
+            SelectionConfig(fluency_budget=budget)
+        except ValueError as error:
+            raise UserError(f"--fluency-budget: {error}") from None
     path = build_report([Path(p) for p in args.run_dirs], output=output, fluency_budget=budget)
     print(f"report: {path}")
     return 0
@@ -140,6 +185,12 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-o", "--output", help="run directory (overrides output_dir)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a folder that holds another experiment or files steerbench did not "
+        "write (finished cells that still apply are reused)",
+    )
     run.set_defaults(func=_run)
 
     lst = sub.add_parser("list", help="registered methods and tasks with their parameters")
@@ -196,16 +247,43 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI timeout, `kill`), raised where the program is, like Ctrl-C's interrupt:
+    the run stops through the same path and its manifest says "interrupted"."""
+
+
+def _exit_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def stop(signum, frame) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _terminate_as_interrupt(), one_line_warnings():
+            return args.func(args)
     except UserError as error:
         print(f"steerbench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _exit_code(stop)
 
 
 if __name__ == "__main__":

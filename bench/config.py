@@ -18,11 +18,17 @@
     name = "sentiment"
     params = { source = "testbed" }
 
-With no `methods` (or `tasks`) every registered method (task) runs with its defaults.
+With no `methods` (or `tasks`) every registered method (task) runs with its defaults; an empty
+list is refused (it would run nothing, or, read as "no key", everything).
+
+Every value is checked here, when the file is parsed, so that a bad value fails in one line
+before a model loads (not after the compute, in selection or the report). What can only be
+checked against the machine (device, folders, data files, model folder) is `bench.preflight`.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +37,15 @@ from typing import Any
 from bench.errors import UserError
 from bench.params import parse
 from bench.positions import validate_position_spec  # noqa: F401  (re-exported for methods)
+
+# Seeds feed torch.manual_seed, numpy's default_rng and derived seeds (seed * k + i); the
+# unsigned 32-bit range is what all of them take without overflow.
+SEED_RANGE = range(0, 2**32)
+
+
+def _check_seed(name: str, seed: int) -> None:
+    if seed not in SEED_RANGE:
+        raise ValueError(f"{name} {seed} is out of range (0 to {SEED_RANGE.stop - 1})")
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,17 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: str | None = None
     testbed_seed: int = 0  # which testbed to build/load when name == "testbed"
+
+    def __post_init__(self) -> None:
+        from bench.subject import DTYPES  # the loader's table (imports torch, so not at the top)
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
+        if not self.name.strip():
+            raise ValueError("name must not be empty (a hub id, a local directory or 'testbed')")
+        if not self.device.strip():
+            raise ValueError("device must not be empty (e.g. 'cpu' or 'cuda')")
+        _check_seed("testbed_seed", self.testbed_seed)
 
 
 @dataclass(frozen=True)
@@ -55,8 +81,10 @@ class GenerationConfig:
             raise ValueError("max_new_tokens must be at least 1")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,15 @@ class MethodSpec:
     strengths: tuple[float, ...] | None = None  # None: the method's default sweep
     params: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # to run one method twice with different params
+
+    def __post_init__(self) -> None:
+        if self.strengths is None:
+            return
+        if not self.strengths:
+            raise ValueError("strengths = [] sweeps nothing; leave it out for the default sweep")
+        bad = [s for s in self.strengths if not math.isfinite(s)]
+        if bad:
+            raise ValueError(f"strengths must be finite numbers, got {bad[0]!r}")
 
     @property
     def display(self) -> str:
@@ -91,6 +128,8 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         from bench.selection import RULES  # here: bench.selection's records import this module
 
+        if not math.isfinite(self.fluency_budget):  # NaN passes the comparison below
+            raise ValueError(f"fluency_budget must be a finite number, got {self.fluency_budget!r}")
         if self.fluency_budget < 1:
             raise ValueError("fluency_budget must be >= 1")
         if self.rule not in RULES:
@@ -109,13 +148,29 @@ class Experiment:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
-    methods: tuple[MethodSpec, ...] = ()
-    tasks: tuple[TaskSpec, ...] = ()
+    methods: tuple[MethodSpec, ...] | None = None  # None: every registered method
+    tasks: tuple[TaskSpec, ...] | None = None  # None: every registered task
     report: bool = True
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError("threads must be >= 0 (0: torch's default)")
+        if not self.output_dir.strip():
+            raise ValueError("output_dir must not be empty")
+        if not self.seeds:
+            raise ValueError("seeds = [] runs no cell; give at least one seed")
+        for seed in self.seeds:
+            _check_seed("seed", seed)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat a seed: {list(self.seeds)}")
+        if not math.isfinite(self.perplexity_cap) or self.perplexity_cap <= 0:
+            raise ValueError(
+                f"perplexity_cap must be a finite number > 0, got {self.perplexity_cap!r}"
+            )
+        # None (the key left out) runs everything; an empty list would silently run nothing.
+        for key in ("methods", "tasks"):
+            if getattr(self, key) == ():
+                raise ValueError(f"{key} = [] runs nothing; leave the key out to run every one")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,10 +181,19 @@ def load_experiment(path: str | Path | None) -> Experiment:
     if path is None:
         return Experiment()
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not an experiment file")
     if not path.is_file():
         raise UserError(f"experiment file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path}: not UTF-8 text (TOML files are UTF-8): byte {error.object[error.start]:#x} "
+            f"at offset {error.start}"
+        ) from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from None
     try:

@@ -1,13 +1,14 @@
 """Parse plain mappings (TOML tables) into frozen dataclasses, strictly.
 
 Unknown keys are rejected with the key named (and a close match suggested), values are checked
-against the field's type, and nested dataclasses / tuples are parsed recursively. This is the
+against the field's type (numbers must be finite), and nested dataclasses / tuples are parsed recursively. This is the
 only place configuration is validated, so every error reads the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ def parse(cls: type[T], data: Any, where: str = "") -> T:
     try:
         return cls(**values)
     except (ValueError, TypeError) as error:  # __post_init__ validation
-        raise UserError(f"{where or 'top level'}: {error}") from None
+        raise UserError(f"{where}: {error}" if where else str(error)) from None
 
 
 def _join(where: str, key: str) -> str:
@@ -57,7 +58,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except UserError as error:
                 errors.append(str(error))
-        raise UserError(errors[0] if len(errors) == 1 else f"{where}: {value!r} has the wrong type")
+        if len(errors) == 1:
+            raise UserError(errors[0])
+        kinds = " or ".join(_type_name(a) for a in args if a is not type(None))
+        raise UserError(f"{where}: {value!r} has the wrong type (expected {kinds})")
     if origin is typing.Literal:
         if value not in args:
             raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
@@ -79,6 +83,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
+        # TOML spells nan and inf; no parameter means anything by them, and downstream they
+        # turn into crashes after the compute (selection, JSON without NaN) or silent nonsense.
+        if not math.isfinite(value):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

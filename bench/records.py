@@ -324,7 +324,7 @@ class Manifest:
     """What a run was: configuration, environment, model, plan, status and timing. A run
     directory without a manifest reads as the empty one (every field unknown)."""
 
-    status: str | None = None  # running, interrupted or complete
+    status: str | None = None  # running, then complete, interrupted or failed
     experiment: Mapping[str, Any] = field(default_factory=dict)  # `Experiment.to_dict()`
     experiment_file: str | None = None
     seeds: tuple[int, ...] = ()

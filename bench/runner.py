@@ -38,7 +38,7 @@ from bench.selection import choose_strength
 from bench.state import State, StateCache, content_key
 from bench.subject import Subject
 from bench.target import SteeringTarget
-from bench.task import Task
+from bench.task import Splits, Task
 from bench.threads import torch_threads
 
 
@@ -49,8 +49,8 @@ class PlannedMethod:
     strengths: tuple[float, ...]
 
 
-def build_methods(specs: Sequence[MethodSpec]) -> list[PlannedMethod]:
-    if not specs:
+def build_methods(specs: Sequence[MethodSpec] | None) -> list[PlannedMethod]:
+    if specs is None:
         specs = [MethodSpec(name=name) for name in METHODS.names()]
     planned, labels = [], set()
     for i, spec in enumerate(specs):
@@ -66,8 +66,8 @@ def build_methods(specs: Sequence[MethodSpec]) -> list[PlannedMethod]:
     return planned
 
 
-def build_tasks(specs: Sequence[TaskSpec]) -> list[Task]:
-    if not specs:
+def build_tasks(specs: Sequence[TaskSpec] | None) -> list[Task]:
+    if specs is None:
         specs = [TaskSpec(name=name) for name in TASKS.names()]
     tasks = []
     for i, spec in enumerate(specs):
@@ -86,7 +86,10 @@ class Runner:
         evaluator: Subject | None = None,
         state_cache: StateCache | None = None,
         progress: bool = True,
+        data: Sequence[Splits] | None = None,
     ) -> None:
+        """`data`: each task's splits in the experiment's order, when the caller read them
+        already (the CLI does, to find a bad data file before the model loads)."""
         self.exp = experiment
         self.subject = subject
         self.evaluation = Evaluation(
@@ -97,6 +100,13 @@ class Runner:
         self.progress = progress
         self.methods = build_methods(experiment.methods)
         self.tasks = build_tasks(experiment.tasks)
+        self._data: list[Splits | None] = (
+            list(data) if data is not None else [None] * len(self.tasks)
+        )
+        if len(self._data) != len(self.tasks):
+            raise ValueError(
+                f"data for {len(self._data)} tasks, the experiment has {len(self.tasks)}"
+            )
         self.cell_ids: list[str] = []  # in run order; the shared unsteered cells repeat
         self.selection: list[Choice] = []
         self.skipped: list[Skip] = []
@@ -115,15 +125,14 @@ class Runner:
             tqdm(total=total, desc="cells", unit="cell", disable=not self.progress) as bar,
         ):
             self._bar = bar
-            for task in self.tasks:
-                self._run_task(task)
+            for task, splits in zip(self.tasks, self._data):
+                self._run_task(task, splits or task.load())
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
         self.run_dir.consolidate(self.cell_ids)
 
-    def _run_task(self, task: Task) -> None:
-        splits = task.load()
+    def _run_task(self, task: Task, splits: Splits) -> None:
         sizes = {split: len(splits.get(split)) for split in ("fit", "select", "test")}
         self.data[task.name] = TaskEntry(task.name, dict(task.scorers()), splits.source, sizes)
         targets = {
@@ -238,13 +247,15 @@ class Runner:
             steer = steering(planned.method, self.subject, states, strength)
 
         cell_id = self._cell_id(key, method_part, task)
-        if not self.run_dir.has_cell(cell_id):
+        cell = self.run_dir.finished_cell(cell_id)  # None: not there, or damaged and moved aside
+        if cell is None:
             evaluated = evaluate_cell(
                 self.evaluation, task, splits.get(split), targets, steer, seed, cell_id
             )
             self.run_dir.write_cell(CellRecord(cell_id, key, evaluated.result), evaluated.examples)
+            cell = self.run_dir.read_cell(cell_id)  # as stored (non-finite numbers read as NaN)
         self.cell_ids.append(cell_id)
-        return self.run_dir.read_cell(cell_id)
+        return cell
 
 
 def replace_output_dir(experiment: Experiment, output_dir: str | None) -> Experiment:

@@ -3,6 +3,10 @@
 States are content-addressed: the cache key hashes everything the fit depended on (method,
 its parameters and version, the steering target, the model fingerprint), so a fitted vector or
 trained module is reused across runs and refitted only when one of those changes.
+
+A saved state carries the SHA-256 of its tensors in its metadata; `State.load` checks it (and
+that the file parses), so a truncated, damaged or foreign file in the cache is found when read.
+The cache then moves it aside with a warning and fits again (`StateCache.get_or_fit`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bench.errors import UserError, warn
+from bench.rundir import CORRUPT, move_aside
+
 META_KEY = "steerbench.meta"
+DIGEST_KEY = "steerbench.sha256"
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -35,9 +54,11 @@ class State:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(
-                tensors, tmp, metadata={META_KEY: json.dumps(dict(self.meta), sort_keys=True)}
-            )
+            metadata = {
+                META_KEY: json.dumps(dict(self.meta), sort_keys=True),
+                DIGEST_KEY: tensors_digest(tensors),
+            }
+            save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -45,11 +66,25 @@ class State:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> State:
+        """The state in `path`; a file that does not read back whole as a steerbench state is a
+        one-line `UserError` naming it."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get(META_KEY, "{}"))
-        return cls(tensors=load_file(str(path)), meta=meta)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            tensors = load_file(str(path))
+            if META_KEY not in metadata:
+                raise ValueError("no steerbench metadata (not a state steerbench saved)")
+            meta = json.loads(metadata[META_KEY])
+        except (OSError, ValueError, SafetensorError) as error:  # JSONDecodeError included
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise UserError(f"{path}: unreadable fitted state ({reason})") from None
+        # States saved before the digest was stored have none: the parse check is all there is.
+        stored = metadata.get(DIGEST_KEY)
+        if stored is not None and stored != tensors_digest(tensors):
+            raise UserError(f"{path}: fitted state does not match its checksum (damaged)")
+        return cls(tensors=tensors, meta=meta)
 
     def to(self, device: torch.device | str) -> State:
         return State({k: v.to(device) for k, v in self.tensors.items()}, self.meta)
@@ -75,10 +110,15 @@ class StateCache:
         return self.root / f"{key}.safetensors"
 
     def get_or_fit(self, key: str, fit: Callable[[], State]) -> tuple[State, bool]:
-        """(state, was_cached)."""
+        """(state, was_cached). A cached state that does not load is moved aside with a
+        warning and fitted again: a damaged cache must not block every later run."""
         path = self.path(key)
         if path.exists():
-            return State.load(path), True
+            try:
+                return State.load(path), True
+            except UserError as error:
+                move_aside(path)
+                warn(f"{error}; moved aside ({CORRUPT}), fitting it again")
         state = fit()
         state.save(path)
         return state, False

@@ -359,11 +359,12 @@ class Subject:
     def split_tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Tokens of context and continuation, split where the joint encoding splits.
 
-        Trailing spaces of the context move to the continuation (BPE attaches a space to the
-        word after it), then the whole string is encoded once so the continuation's tokens
-        are those the model would really see after the context.
+        All trailing whitespace of the context (spaces, newlines, tabs) moves to the
+        continuation, as lm-eval's `_encode_pair` does (BPE attaches whitespace to the token
+        after it), then the whole string is encoded once so the continuation's tokens are those
+        the model would really see after the context.
         """
-        stripped = context.rstrip(" ")
+        stripped = context.rstrip()
         continuation = context[len(stripped) :] + continuation
         context = stripped
         if not context:

@@ -51,9 +51,16 @@ def lm_eval_hookpoint(point: str, *, model_type: str, n_layers: int, base_prefix
 
 
 def steer_config(
-    state: State, *, model_type: str, n_layers: int, base_prefix: str, strength: float = 1.0
+    state: State,
+    *,
+    model_type: str,
+    n_layers: int,
+    hidden_size: int,
+    base_prefix: str,
+    strength: float = 1.0,
 ) -> dict[str, dict]:
-    """The dict lm-eval's `SteeredModel` loads from `steer_path`."""
+    """The dict lm-eval's `SteeredModel` loads from `steer_path`. A vector that does not fit
+    the model's hidden size is refused here: lm-eval would only fail inside its forward."""
     config: dict[str, dict] = {}
     site = state.meta.get("site")
     if site is None or "layers" not in state.meta:
@@ -65,6 +72,12 @@ def steer_config(
                 f"{state.meta.get('method', 'this method')}: a position-indexed "
                 f"{tuple(vector.shape)} vector (ActAdd) has no lm-eval equivalent; "
                 "lm-eval adds one vector at every position"
+            )
+        if vector.shape[0] != hidden_size:
+            raise UserError(
+                f"{state.meta.get('method', 'this state')}: the vector at layer {layer} has "
+                f"{vector.shape[0]} values but the model's hidden size is {hidden_size} "
+                "(was it fit on another model?)"
             )
         point = lm_eval_hookpoint(
             hook_name(layer, site),
@@ -87,10 +100,17 @@ def export(
 ) -> Path:
     """Write `state` (fit on `subject`) as an lm-eval steer file at `path`."""
     model = subject.model
+    fit_on = state.meta.get("model")  # the fingerprint of the model the vector was fit on
+    if fit_on is not None and fit_on != subject.fingerprint():
+        raise UserError(
+            f"the state was fit on model {state.meta.get('model_name', '?')} ({fit_on}), "
+            f"not on {subject.name} ({subject.fingerprint()})"
+        )
     config = steer_config(
         state,
         model_type=subject.model_type,
         n_layers=subject.n_layers,
+        hidden_size=model.config.hidden_size,
         base_prefix=model.base_model_prefix,
         strength=strength,
     )
@@ -132,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             State.load(args.state),
             model_type=model_config.model_type,
             n_layers=model_config.num_hidden_layers,
+            hidden_size=model_config.hidden_size,
             base_prefix=model_class.base_model_prefix,
             strength=args.strength,
         )

@@ -107,18 +107,37 @@ def read_file(path: Path, columns: Sequence[str] = ()) -> list[dict[str, Any]]:
             return list(datasets.load_dataset("parquet", data_files=str(path), split="train"))
         with _open_text(path) as handle:
             if kind == ".jsonl":
-                return [json.loads(line) for line in handle if line.strip()]
+                return _objects(path, [json.loads(line) for line in handle if line.strip()])
             if kind == ".json":
                 data = json.load(handle)
                 if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}-style wrappers
                     lists = [v for v in data.values() if isinstance(v, list)]
                     data = lists[0] if len(lists) == 1 else [data]
-                return list(data)
+                if not isinstance(data, list):
+                    raise UserError(f"{path}: expected a list of records, got JSON {_kind(data)}")
+                return _objects(path, data)
             if kind in (".tsv", ".csv"):
                 return _read_table(handle, "\t" if kind == ".tsv" else ",", columns)
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError) as error:  # UnicodeDecodeError is a ValueError
         raise UserError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
     raise UserError(f"cannot read {path}: unsupported file type (use {', '.join(SUFFIXES)})")
+
+
+def _kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _objects(path: Path, records: list[Any]) -> list[dict[str, Any]]:
+    """`records` if every one is a JSON object (suites read records by field name)."""
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise UserError(
+                f"{path}: record {number} is a JSON {_kind(record)}, not an object "
+                "(each record is one JSON object with the data set's fields)"
+            )
+    return records
 
 
 def _read_table(handle, delimiter: str, columns: Sequence[str]) -> list[dict[str, Any]]:

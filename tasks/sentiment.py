@@ -219,7 +219,7 @@ def parse_prompt(record: dict[str, Any], key: str, kind: str) -> SentimentExampl
     text = (
         (record.get("prompt") or {}).get("text") if isinstance(record.get("prompt"), dict) else None
     )
-    if not text or record.get("polarity", kind) != kind:
+    if not isinstance(text, str) or not text or record.get("polarity", kind) != kind:
         return None
     return SentimentExample(id=str(record.get("md5_hash") or f"prompt-{key}"), prompt=text)
 

@@ -26,6 +26,7 @@ REQUESTS = [
     ("I love this place ,", " the staff are rude ."),
     ("Human : how do I bake bread ? Assistant :", " mix flour , water and yeast"),
     ("The capital of Vorland is ", "Brellin ."),  # trailing space moves to the continuation
+    ("Question : Is the above text positive ?\n", "Answer : Yes"),  # so does a newline
 ]
 
 
@@ -117,3 +118,24 @@ def test_export_command_line(tmp_path, capsys):
         State.load(tmp_path / "state.safetensors").tensors["vector.2"],
         config["h.2"]["steering_vector"],
     )
+
+
+def test_export_refuses_a_vector_that_does_not_fit_the_model(gpt2_subject, tmp_path, capsys):
+    """A vector of another hidden size (or fit on another model) is one line, no file: lm-eval
+    would accept the file and fail inside its forward."""
+    hidden = gpt2_subject.model.config.hidden_size
+    wrong = State({"vector.1": torch.ones(hidden // 2)}, {"layers": [1], "site": "resid_post"})
+    with pytest.raises(UserError, match=f"has {hidden // 2} values but the model's hidden size"):
+        export(gpt2_subject, wrong, tmp_path / "a.pt")
+    other = State({"vector.1": torch.ones(hidden)}, {**wrong.meta, "model": "0123abcd"})
+    with pytest.raises(UserError, match="the state was fit on model"):
+        export(gpt2_subject, other, tmp_path / "b.pt")
+    assert not list(tmp_path.glob("*.pt"))
+
+    gpt2_subject.model.save_pretrained(tmp_path / "model")
+    wrong.save(tmp_path / "wrong.safetensors")
+    argv = [str(tmp_path / "wrong.safetensors"), str(tmp_path / "c.pt"), "--model"]
+    capsys.readouterr()  # save_pretrained's own progress bar
+    assert main([*argv, str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hidden size is" in err and len(err.splitlines()) == 1

@@ -131,6 +131,19 @@ def test_trailing_space_moves_to_the_continuation(gpt2_subject):
     )
 
 
+@pytest.mark.parametrize("space", ["\n", "\n\n", " \t\n ", "\t"])
+def test_all_trailing_whitespace_moves_to_the_continuation_as_in_lm_eval(gpt2_subject, space):
+    """lm-eval's `_encode_pair` moves every trailing whitespace character of the context, not
+    only spaces; a context ending in a newline must score the same way (its parity with lm-eval
+    itself: tests/test_lm_eval_interchange.py)."""
+    context, continuation = "Question : Is the above text positive ?" + space, "Answer : Yes"
+    ctx, cont = gpt2_subject.split_tokens(context, continuation)
+    stripped = context.rstrip()
+    assert ctx == gpt2_subject.encode(stripped)
+    assert ctx + cont == gpt2_subject.encode(context + continuation)
+    assert (ctx, cont) == gpt2_subject.split_tokens(stripped, space + continuation)
+
+
 def test_seeded_sampling_is_reproducible_and_greedy_repeats(subject):
     sampled = GenerationSettings(
         max_new_tokens=6, temperature=1.0, top_p=0.9, num_samples=3, seed=7
