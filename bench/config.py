@@ -120,7 +120,7 @@ class SelectionConfig:
     # `fluency_budget` x the unsteered perplexity (geometric mean of the sample ratios), by
     # `rule` (`bench.selection.RULES`).
     fluency_budget: float = 1.5
-    rule: str = "smallest-within-noise"
+    rule: str = "one-se"
     test_strengths: str = (
         "chosen"  # "chosen": test at 0 and the chosen strength; "all": every strength
     )

@@ -6,14 +6,18 @@ within `budget` x the unsteered model's, judged on the geometric-mean perplexity
 that do not generate have no perplexity, and then every strength is fluent.
 
 Then a rule picks one of them (`RULES`):
-- "smallest-within-noise" (the default): the best mean effect (over seeds), then the smallest
-  strength (in magnitude) whose effect the select split cannot tell from the best's: the 95 %
-  interval of best minus it, paired by example, includes 0. The best of a noisy sweep is partly
-  the luckiest (its effect shrinks on test); among equals the gentlest steer costs the least
-  fluency and the least of everything else. Strength 0 is a candidate: where no strength beats
-  the unsteered model beyond the noise, the operating point is the unsteered model. Without
-  per-example records the rule falls back to the best mean, and says so.
+- "one-se" (the default): the best mean effect (over seeds), then the smallest strength (in
+  magnitude) whose effect is within one standard error of the best's, the error of their
+  difference paired by example on select (the one-standard-error rule of model selection,
+  Hastie et al., ESL 7.10). The best of a noisy sweep is partly the luckiest (its effect shrinks
+  on test); among strengths the select split cannot tell apart, the gentlest steer costs the
+  least fluency and the least of everything else. Strength 0 is a candidate: where no strength
+  beats the unsteered model by a standard error, the operating point is the unsteered model.
+- "within-ci": the same with the 95 % interval (1.96 standard errors); on the testbed's 16
+  select examples it gave up effects that held on test (toxicity -0.11 at CAA 0.5), so it suits
+  large select splits.
 - "best-mean": the best mean effect; ties go to the smaller strength.
+Without per-example records the noise-aware rules fall back to the best mean, and say so.
 Means that differ only by floating-point summation order (1e-9) are ties: a strength that merely
 reproduces the unsteered score must not become the operating point.
 """
@@ -23,23 +27,37 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
 
-from bench.intervals import ExampleSource, difference
+from bench.intervals import LEVEL, ExampleSource, difference
 from bench.metric import finite
 from bench.records import CellRecord, Choice
 
 TIE_DIGITS = 9  # effects equal to this many decimals are ties
 BEST_WITHIN_BUDGET = "best effect within the fluency budget"  # the reason of a normal choice
-WITHIN_NOISE = "smallest strength within the noise of the best"  # the default rule's choice
+WITHIN_NOISE = "a gentler strength within the noise of the best"  # a noise-aware rule's choice
 NOTHING_WITHIN_BUDGET = "no strength within the fluency budget"
 NO_RECORDS = "no per-example records to judge the noise: best effect within the fluency budget"
 NORMAL_REASONS = frozenset({BEST_WITHIN_BUDGET, WITHIN_NOISE})
 
-SMALLEST_WITHIN_NOISE = "smallest-within-noise"
-BEST_MEAN = "best-mean"
+
+@dataclass(frozen=True)
+class Rule:
+    description: str
+    # How many standard errors of the paired difference from the best a gentler strength may
+    # fall short and still be chosen; None: the best mean itself.
+    standard_errors: float | None
+
+
+ONE_SE, WITHIN_CI, BEST_MEAN = "one-se", "within-ci", "best-mean"
 RULES = {
-    SMALLEST_WITHIN_NOISE: "the smallest strength whose effect is within the noise of the best",
-    BEST_MEAN: "the best mean effect",
+    ONE_SE: Rule("the smallest strength within one standard error of the best effect", 1.0),
+    WITHIN_CI: Rule(
+        "the smallest strength within the 95% interval of the best effect",
+        NormalDist().inv_cdf(0.975),
+    ),
+    BEST_MEAN: Rule("the best mean effect", None),
 }
 
 
@@ -75,7 +93,7 @@ def choose_strength(
     primary_metric: str,
     higher_is_better: bool,
     *,
-    rule: str = SMALLEST_WITHIN_NOISE,
+    rule: str = ONE_SE,
     records: ExampleSource | None = None,
 ) -> Choice:
     """`method`'s operating point on `task` from its `select` cells (every strength and seed);
@@ -114,17 +132,18 @@ def choose_strength(
 
     best = max(candidates, key=rank)
     chosen, reason = best, BEST_WITHIN_BUDGET
-    if rule == SMALLEST_WITHIN_NOISE:
+    if rule not in RULES:
+        raise ValueError(f"unknown selection rule {rule!r} (known: {', '.join(RULES)})")
+    tolerance = RULES[rule].standard_errors
+    if tolerance is not None:
         if records is None or not any(records.examples_of(c) for c in by_strength[best]):
             reason = NO_RECORDS
         else:
             gentlest_first = sorted(candidates, key=lambda s: (abs(s), -rank(s)[0]))
-            chosen = _smallest_within_noise(
-                best, gentlest_first, by_strength, records, primary_metric, sign
+            chosen = _gentlest_within(
+                best, gentlest_first, by_strength, records, primary_metric, sign, tolerance
             )
             reason = BEST_WITHIN_BUDGET if chosen == best else WITHIN_NOISE
-    elif rule != BEST_MEAN:
-        raise ValueError(f"unknown selection rule {rule!r} (known: {', '.join(RULES)})")
     return Choice(
         method,
         task,
@@ -140,23 +159,27 @@ def choose_strength(
     )
 
 
-def _smallest_within_noise(
+def _gentlest_within(
     best: float,
     gentlest_first: Sequence[float],
     by_strength: dict[float, list[CellRecord]],
     records: ExampleSource,
     metric: str,
     sign: float,
+    tolerance: float,
 ) -> float:
-    """The gentlest candidate the select split cannot tell from `best` (paired by example)."""
+    """The gentlest candidate whose effect falls short of `best`'s by at most `tolerance`
+    standard errors of their paired difference on select."""
+    z = NormalDist().inv_cdf(0.5 + LEVEL / 2)
     for strength in gentlest_first:
         if strength == best or abs(strength) > abs(best):
             break
         gap = difference(records, by_strength[best], by_strength[strength], metric)
         if gap is None or not (math.isfinite(gap.low) and math.isfinite(gap.high)):
             continue
-        # best minus this strength, in the "better" direction: 0 inside its interval = a tie.
-        if min(sign * gap.low, sign * gap.high) <= 0:
+        # The bootstrap interval's width in standard errors (derived metrics have no other).
+        standard_error = (gap.high - gap.low) / (2 * z)
+        if sign * gap.estimate <= tolerance * standard_error:
             return strength
     return best
 

@@ -12,7 +12,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.fluency import definitions_note
 from bench.rundir import write_atomic
-from bench.selection import RULES, SMALLEST_WITHIN_NOISE
+from bench.selection import RULES
 from bench.stats import Difference, Interval
 from reports import figures
 from reports.headline import Headline, curves, unsteered
@@ -79,11 +79,11 @@ def _perplexity(row: Headline) -> str:
 def _rules_text(runs: Sequence[Run]) -> str:
     """How the runs chose their operating points, in words."""
     rules = dict.fromkeys(run.manifest.selection_rule for run in runs)
-    text = " / ".join(RULES.get(rule, rule) for rule in rules)
-    if SMALLEST_WITHIN_NOISE in rules:
+    text = " / ".join(RULES[r].description if r in RULES else r for r in rules)
+    if any(RULES[r].standard_errors is not None for r in rules if r in RULES):
         text += (
-            " (the 95% interval of the best minus it, paired by example on select, includes "
-            "0; strength 0, the unsteered model, where no strength beats it beyond the noise)"
+            " (the standard error of its difference from the best, paired by example on "
+            "select; strength 0, the unsteered model, where nothing beats it beyond the noise)"
         )
     return text
 

@@ -14,6 +14,8 @@ from bench.records import CellKey, CellRecord, CellResult, Cost, ExampleRecord
 from bench.selection import (
     BEST_MEAN,
     NO_RECORDS,
+    ONE_SE,
+    WITHIN_CI,
     WITHIN_NOISE,
     choose_strength,
     perplexity_ratio,
@@ -103,30 +105,33 @@ def sweep(per_strength: dict[float, np.ndarray]):
 RNG = np.random.default_rng(0)
 BASE = RNG.normal(0.0, 1.0, 40)  # each example's own difficulty, shared by every strength
 # Per-example noise of each strength, centred so that the shifts below are the exact mean
-# effects; a paired difference's standard error is then about 0.011.
+# effects; a paired difference's standard error is then about 0.011 (0.0103 to 0.0116).
 NOISE = [noise - noise.mean() for noise in (RNG.normal(0.0, 0.05, 40) for _ in range(4))]
 RULE_CASES = [
-    # (per-example scores by strength, higher is better, chosen, reason)
-    # Strength 1 is within the noise of 2 (paired): the gentler one.
-    ({0.0: BASE, 1.0: BASE + 0.5 + NOISE[0], 2.0: BASE + 0.51 + NOISE[1]}, True, 1.0, WITHIN_NOISE),
+    # (per-example scores by strength, higher is better, rule, chosen, reason)
+    # Strength 1 is within one standard error of 2 (paired): the gentler one.
+    ({0.0: BASE, 1.0: BASE + 0.5 + NOISE[0], 2.0: BASE + 0.505 + NOISE[1]}, True, ONE_SE, 1.0, WITHIN_NOISE),
     # Strength 1 is clearly worse than 2 on every example: the best.
-    ({0.0: BASE, 1.0: BASE + 0.2 + NOISE[0], 2.0: BASE + 0.5 + NOISE[1]}, True, 2.0, None),
-    # Nothing beats the unsteered model beyond the noise: stay at 0.
-    ({0.0: BASE + NOISE[3], 1.0: BASE + 0.005 + NOISE[0], 2.0: BASE + 0.01 + NOISE[1]}, True, 0.0, WITHIN_NOISE),
+    ({0.0: BASE, 1.0: BASE + 0.2 + NOISE[0], 2.0: BASE + 0.5 + NOISE[1]}, True, ONE_SE, 2.0, None),
+    # Nothing beats the unsteered model by a standard error: stay at 0.
+    ({0.0: BASE + NOISE[3], 1.0: BASE + 0.002 + NOISE[0], 2.0: BASE + 0.005 + NOISE[1]}, True, ONE_SE, 0.0, WITHIN_NOISE),
     # Lower is better; -1 cannot be told from -2.
-    ({0.0: BASE, -1.0: BASE - 0.4 + NOISE[0], -2.0: BASE - 0.41 + NOISE[1]}, False, -1.0, WITHIN_NOISE),
+    ({0.0: BASE, -1.0: BASE - 0.4 + NOISE[0], -2.0: BASE - 0.405 + NOISE[1]}, False, ONE_SE, -1.0, WITHIN_NOISE),
     # Equal magnitudes: the better of the two gentlest, if within the noise of the best.
-    ({0.0: BASE, -1.0: BASE + 0.3 + NOISE[0], 1.0: BASE + 0.5 + NOISE[1], 2.0: BASE + 0.51 + NOISE[2]}, True, 1.0, WITHIN_NOISE),
+    ({0.0: BASE, -1.0: BASE + 0.3 + NOISE[0], 1.0: BASE + 0.5 + NOISE[1], 2.0: BASE + 0.505 + NOISE[2]}, True, ONE_SE, 1.0, WITHIN_NOISE),
+    # About 1.6 standard errors short of the best: too far for one-se, within the 95% interval.
+    ({0.0: BASE, 1.0: BASE + 0.482 + NOISE[0], 2.0: BASE + 0.5 + NOISE[1]}, True, ONE_SE, 2.0, None),
+    ({0.0: BASE, 1.0: BASE + 0.482 + NOISE[0], 2.0: BASE + 0.5 + NOISE[1]}, True, WITHIN_CI, 1.0, WITHIN_NOISE),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("per_strength, higher, expected, reason", RULE_CASES)
-def test_smallest_within_noise_cases(per_strength, higher, expected, reason):
+@pytest.mark.parametrize("per_strength, higher, rule, expected, reason", RULE_CASES)
+def test_noise_aware_rule_cases(per_strength, higher, rule, expected, reason):
     rows, records = sweep(per_strength)
-    chosen = choose_strength("m", "t", rows, 1.5, "score", higher, records=records)
+    chosen = choose_strength("m", "t", rows, 1.5, "score", higher, rule=rule, records=records)
     assert chosen.strength == expected
     best = max(per_strength, key=lambda s: np.mean(per_strength[s]) * (1 if higher else -1))
-    assert chosen.best_strength == best
+    assert chosen.best_strength == best and chosen.rule == rule
     assert chosen.best_effect == pytest.approx(np.mean(per_strength[best]))
     assert chosen.reason == (reason or "best effect within the fluency budget")
 
