@@ -70,6 +70,11 @@ def _run_here(args: argparse.Namespace) -> int:
     if evaluator is not None:
         check_model_folder(evaluator, what="evaluator")
     group = from_environment(experiment.model.device)
+    if group.distributed and experiment.model.device_map is not None:
+        # Each rank would spread its own copy over every device of the machine.
+        raise UserError(
+            "[model] device_map with several processes: run a dispatched model in one process"
+        )
     progress = not args.quiet and group.main
     with progress_bars(progress):
         data = load_data(tasks)
