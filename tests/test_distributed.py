@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.distributed import Group
-from tests.test_reports_fixture import registered
+from tests.test_reports_fixture import ToySentiment, registered
 from tests.tiny import tiny_gpt2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,7 @@ meandiff = tests.test_reports_fixture:MeanDiff
 toy_sentiment = tests.test_reports_fixture:ToySentiment
 toy_toxicity = tests.test_reports_fixture:ToyToxicity
 toy_preference = tests.test_reports_fixture:ToyPreference
+toy_fails_on_rank_1 = tests.test_distributed:FailsOnRank1
 """
 
 EXPERIMENT = """\
@@ -63,6 +64,17 @@ name = "toy_toxicity"
 [[tasks]]
 name = "toy_preference"
 """
+
+
+class FailsOnRank1(ToySentiment):
+    """Scores fine in one process and on rank 0; rank 1 fails on its share of a cell."""
+
+    name = "toy_fails_on_rank_1"
+
+    def score(self, example, outputs):
+        if os.environ.get("RANK") == "1":
+            raise RuntimeError("the scorer ran out of memory")
+        return super().score(example, outputs)
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +215,22 @@ def _rounded(outputs: list) -> list:
     return [
         o if isinstance(o, list) else {k: float(f"{v:.6g}") for k, v in o.items()} for o in outputs
     ]
+
+
+def test_a_failing_rank_ends_the_run_with_one_line_and_no_cell_half_written(world, tmp_path):
+    experiment = world / "fails.toml"
+    experiment.write_text(
+        EXPERIMENT.format(model=(world / "model").as_posix(), batch_size=2).split("[[tasks]]")[0]
+        + '[[tasks]]\nname = "toy_fails_on_rank_1"\n'
+    )
+    out = tmp_path / "run"
+    done = _cli(world, "run", str(experiment), "-o", str(out), "-q", "--processes", "2")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "steerbench: error: rank 1 failed: RuntimeError: the scorer ran out of memory; "
+        "finished cells are kept"
+    ], done.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert not (out / "cells").exists() or not any((out / "cells").iterdir())
+    assert not (out / "cells.jsonl").exists()
