@@ -1,7 +1,7 @@
 """The `steerbench` command.
 
     steerbench run [EXPERIMENT.toml] [-o DIR]     sweep methods x tasks, write results + report
-                   [-q] [--force]
+                   [-q] [--force] [--processes N] (or: accelerate launch -m bench run ...)
     steerbench list                                registered methods and tasks, with parameters
     steerbench report RUN_DIR [RUN_DIR ...]        (re)build the report from result files
     steerbench check RUN_DIR --baseline FILE       regression check for CI
@@ -25,11 +25,32 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from bench.distributed import RankFailed, launched_rank
 from bench.errors import UserError, one_line_warnings
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bench.distributed import WORLD_SIZE, launch
+
+    if args.processes > 1 and int(os.environ.get(WORLD_SIZE, "1")) == 1:
+        return launch(args.processes, _run_argv(args))
+    if args.processes < 1:
+        raise UserError(f"--processes must be at least 1, got {args.processes}")
+    return _run_here(args)
+
+
+def _run_argv(args: argparse.Namespace) -> list[str]:
+    """The `run` command line that each launched process runs (without `--processes`)."""
+    argv = ["run", *([args.experiment] if args.experiment else [])]
+    argv += [*(["-o", args.output] if args.output else []), *(["-q"] if args.quiet else [])]
+    return argv + (["--force"] if args.force else [])
+
+
+def _run_here(args: argparse.Namespace) -> int:
+    """The run in this process: alone, or as one rank of a launched group (`bench.distributed`),
+    where rank 0 alone claims and writes the run folder and shows progress."""
     from bench.config import ModelConfig, load_experiment
+    from bench.distributed import from_environment
     from bench.preflight import check_device, check_model_folder, load_data
     from bench.progress import progress_bars
     from bench.rundir import RunDir
@@ -48,19 +69,27 @@ def _run(args: argparse.Namespace) -> int:
     check_model_folder(experiment.model)
     if evaluator is not None:
         check_model_folder(evaluator, what="evaluator")
-    progress = not args.quiet
+    group = from_environment(experiment.model.device)
+    if group.distributed and experiment.model.device_map is not None:
+        # Each rank would spread its own copy over every device of the machine.
+        raise UserError(
+            "[model] device_map with several processes: run a dispatched model in one process"
+        )
+    progress = not args.quiet and group.main
     with progress_bars(progress):
         data = load_data(tasks)
     run_dir = RunDir(experiment.output_dir)
-    run_dir.claim(experiment.to_dict(), force=args.force)
+    if group.main:
+        run_dir.claim(experiment.to_dict(), force=args.force)
     try:
         with progress_bars(progress):
-            return _sweep(args, experiment, evaluator, data, run_dir, progress)
+            return _sweep(args, experiment, evaluator, data, run_dir, progress, group)
     finally:
         run_dir.release()
+        group.close()
 
 
-def _sweep(args, experiment, evaluator_config, data, run_dir, progress: bool) -> int:
+def _sweep(args, experiment, evaluator_config, data, run_dir, progress: bool, group) -> int:
     """Load the models and run the sweep into the claimed `run_dir`. Its manifest ends in the
     run's true status on every way out: complete, interrupted (Ctrl-C, SIGTERM) or failed."""
     from bench.records import Manifest, MethodEntry, ModelInfo, TaskEntry
@@ -69,11 +98,24 @@ def _sweep(args, experiment, evaluator_config, data, run_dir, progress: bool) ->
     from bench.sources import load_subject
 
     started = time.time()
-    subject = load_subject(experiment.model, progress=progress)
+    model = replace(experiment.model, device=group.device(experiment.model.device))
+    subject = load_subject(model, progress=progress)
     evaluator = None
     if evaluator_config is not None:
+        evaluator_config = replace(evaluator_config, device=model.device)
         evaluator = load_subject(evaluator_config, progress=progress)
-    runner = Runner(experiment, subject, run_dir, evaluator=evaluator, progress=progress, data=data)
+    runner = Runner(
+        experiment,
+        subject,
+        run_dir,
+        evaluator=evaluator,
+        progress=progress,
+        data=data,
+        group=group,
+    )
+    if not group.main:  # a rank that computes its shares of the cells; rank 0 records them
+        runner.run()
+        return 0
     manifest = Manifest(
         status="running",
         experiment=experiment.to_dict(),
@@ -191,6 +233,14 @@ def parser() -> argparse.ArgumentParser:
         help="write into a folder that holds another experiment or files steerbench did not "
         "write (finished cells that still apply are reused)",
     )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data parallel: run in N processes on this machine, each cell's examples shared "
+        "among them (the same as `accelerate launch --num_processes N -m bench run ...`)",
+    )
     run.set_defaults(func=_run)
 
     lst = sub.add_parser("list", help="registered methods and tasks with their parameters")
@@ -279,8 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _terminate_as_interrupt(), one_line_warnings():
             return args.func(args)
     except UserError as error:
-        print(f"steerbench: error: {error}", file=sys.stderr)
+        if launched_rank() == 0:  # every rank meets the same bad input: one line is enough
+            print(f"steerbench: error: {error}", file=sys.stderr)
         return 2
+    except RankFailed as error:
+        if launched_rank() == 0:
+            print(f"steerbench: error: {error}; finished cells are kept", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as stop:
         print("interrupted", file=sys.stderr)
         return _exit_code(stop)

@@ -56,9 +56,14 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: str | None = None
     testbed_seed: int = 0  # which testbed to build/load when name == "testbed"
+    # Models larger than one device: accelerate places the modules ("auto", "balanced",
+    # "balanced_low_0", "sequential") over the GPUs, the CPU and disk; `device` is then unused.
+    device_map: str | None = None
+    max_memory: dict[str, str] | None = None  # per device: {"0": "20GiB", "cpu": "60GiB"}
+    offload_folder: str | None = None  # for weights offloaded to disk (default: a temp folder)
 
     def __post_init__(self) -> None:
-        from bench.subject import DTYPES  # the loader's table (imports torch, so not at the top)
+        from bench.subject import DEVICE_MAPS, DTYPES  # (they import torch: not at the top)
 
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")
@@ -67,6 +72,12 @@ class ModelConfig:
         if not self.device.strip():
             raise ValueError("device must not be empty (e.g. 'cpu' or 'cuda')")
         _check_seed("testbed_seed", self.testbed_seed)
+        if self.device_map is not None and self.device_map not in DEVICE_MAPS:
+            raise ValueError(
+                f"unknown device_map '{self.device_map}'; use one of {', '.join(DEVICE_MAPS)}"
+            )
+        if self.max_memory is not None and self.device_map is None:
+            raise ValueError('max_memory needs a device_map (e.g. device_map = "auto")')
 
 
 @dataclass(frozen=True)

@@ -131,24 +131,82 @@ def evaluate_cell(
     cell_id: str = "",
 ) -> CellEvaluation:
     """Answer the examples (`answer_cell`), score them and aggregate; a generation failure
-    gives a degenerate cell."""
+    gives a degenerate cell. (One process's cell is one shard holding every example.)"""
+    shard = evaluate_shard(evaluation, task, examples, targets, steer, seed, cell_id)
+    return combine_shards(task, [shard], len(examples))
+
+
+@dataclass(frozen=True)
+class ShardEvaluation:
+    """Some of a cell's examples answered and scored (by one rank of a sharded run): the
+    per-example part of a `CellEvaluation`, before the cell's aggregates."""
+
+    examples: tuple[ExampleRecord, ...]
+    cost: Cost
+    error: str | None  # why generation failed; no example records then
+    generates: bool  # some request generated (the cell reports fluency)
+    perplexity_capped: int
+
+
+def evaluate_shard(
+    evaluation: Evaluation,
+    task: Task,
+    examples: Sequence[Example],
+    targets: Sequence[SteeringTarget],
+    steer: Steer | None,
+    seed: int,
+    cell_id: str = "",
+) -> ShardEvaluation:
+    """Answer and score `examples`, each on its own: what a rank computes of a cell. Every
+    per-example number depends on the example (and its sample streams) only, so the shards of
+    a cell give the records one process would."""
     answers = answer_cell(evaluation, task, examples, targets, steer, seed)
     if answers.error is not None:
+        return ShardEvaluation((), answers.cost, answers.error, False, 0)
+    return _score(
+        evaluation, task, examples, answers.requests, answers.outputs, answers.cost, cell_id
+    )
+
+
+def combine_shards(
+    task: Task, shards: Sequence[ShardEvaluation], n_examples: int
+) -> CellEvaluation:
+    """The cell of these shards (in example order): their records, the cell's aggregates over
+    all of them; a generation failure in any shard makes the cell degenerate. Cost adds up
+    (seconds are process-seconds: comparable with a one-process run's)."""
+    cost = Cost(sum(s.cost.seconds for s in shards), sum(s.cost.generated_tokens for s in shards))
+    error = next((s.error for s in shards if s.error is not None), None)
+    if error is not None:
         result = CellResult(
             metrics={},
             higher_is_better=metric_directions(task),
             primary_metric=task.primary_metric,
-            n_examples=len(examples),
+            n_examples=n_examples,
             degenerate=True,
             perplexity_capped=0,
-            cost=answers.cost,
+            cost=cost,
             derived=derivations(task),
-            error=answers.error,
+            error=error,
         )
         return CellEvaluation(result, ())
-    return _score(
-        evaluation, task, examples, answers.requests, answers.outputs, answers.cost, cell_id
+    records = tuple(r for s in shards for r in s.examples)
+    generates = any(s.generates for s in shards)
+    metrics = aggregate(task, [r.scores for r in records], generates)
+    primary = metrics.get(task.primary_metric, math.nan)
+    degenerate = not math.isfinite(primary) or (
+        generates and not math.isfinite(metrics.get("perplexity", math.nan))
     )
+    result = CellResult(
+        metrics=metrics,
+        higher_is_better=metric_directions(task),
+        primary_metric=task.primary_metric,
+        n_examples=n_examples,
+        degenerate=degenerate,
+        perplexity_capped=sum(s.perplexity_capped for s in shards),
+        cost=cost,
+        derived=derivations(task),
+    )
+    return CellEvaluation(result, records)
 
 
 def _answer(
@@ -223,7 +281,7 @@ def _fluency_scores(
 
 def _score(
     evaluation: Evaluation, task: Task, examples, requests, outputs, cost: Cost, cell_id: str
-) -> CellEvaluation:
+) -> ShardEvaluation:
     fluency = _fluency_scores(evaluation, requests, outputs)
     scored_names = {m.name for m in task.metrics}  # what `score` may return
     records, capped_total = [], 0
@@ -251,23 +309,7 @@ def _score(
                 outputs=tuple(o if isinstance(o, tuple) else asdict(o) for o in outputs[i]),
             )
         )
-    generates = bool(fluency)
-    metrics = aggregate(task, [r.scores for r in records], generates)
-    primary = metrics.get(task.primary_metric, math.nan)
-    degenerate = not math.isfinite(primary) or (
-        generates and not math.isfinite(metrics.get("perplexity", math.nan))
-    )
-    result = CellResult(
-        metrics=metrics,
-        higher_is_better=metric_directions(task),
-        primary_metric=task.primary_metric,
-        n_examples=len(examples),
-        degenerate=degenerate,
-        perplexity_capped=capped_total,
-        cost=cost,
-        derived=derivations(task),
-    )
-    return CellEvaluation(result, tuple(records))
+    return ShardEvaluation(tuple(records), cost, None, bool(fluency), capped_total)
 
 
 def aggregate(

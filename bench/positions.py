@@ -30,6 +30,13 @@ class TokenPositions:
     def real(self) -> torch.Tensor:  # (batch, seq) bool
         return self.absolute >= 0
 
+    def to(self, device: torch.device) -> TokenPositions:
+        """These positions on `device` (a hook on a module of a dispatched model, which runs
+        where its module's weights are)."""
+        if self.absolute.device == device:
+            return self
+        return TokenPositions(self.absolute.to(device), self.prompt_lengths.to(device))
+
     def prompt(self) -> torch.Tensor:  # (batch, seq) bool
         return self.real & (self.absolute < self.prompt_lengths[:, None])
 

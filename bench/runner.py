@@ -6,6 +6,12 @@ skips finished cells and recomputes only what changed. Strength 0 is the unsteer
 every method (the Method base guarantees it), so it is evaluated and stored once per task,
 split and seed; every method's sweep refers to it. What a cell measures is
 `bench.evaluate.evaluate_cell`; this module plans, fits, caches and records around it.
+
+Launched in several processes (`bench.distributed`), every rank walks the same plan: each cell's
+examples are sharded across the ranks (`evaluate_shard`), rank 0 gathers the parts, combines
+them (`combine_shards`) and alone reads and writes the run folder; it tells the others which
+cells are finished already (resume), which fits apply and which strength it chose. Fitted states
+are fitted once, by rank 0, into the content-addressed cache that the others then read.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from dataclasses import asdict, dataclass, replace
 from tqdm.auto import tqdm
 
 from bench.config import Experiment, MethodSpec, TaskSpec
+from bench.distributed import SINGLE, Group
 from bench.errors import UserError
-from bench.evaluate import Evaluation, evaluate_cell, steering
+from bench.evaluate import Evaluation, combine_shards, evaluate_shard, steering
 from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
@@ -87,9 +94,11 @@ class Runner:
         state_cache: StateCache | None = None,
         progress: bool = True,
         data: Sequence[Splits] | None = None,
+        group: Group = SINGLE,
     ) -> None:
         """`data`: each task's splits in the experiment's order, when the caller read them
-        already (the CLI does, to find a bad data file before the model loads)."""
+        already (the CLI does, to find a bad data file before the model loads). `group`: the
+        processes sharing the run (rank 0 alone touches `run_dir`)."""
         self.exp = experiment
         self.subject = subject
         self.evaluation = Evaluation(
@@ -97,7 +106,8 @@ class Runner:
         )
         self.run_dir = run_dir
         self.states = state_cache or StateCache()
-        self.progress = progress
+        self.progress = progress and group.main
+        self.group = group
         self.methods = build_methods(experiment.methods)
         self.tasks = build_tasks(experiment.tasks)
         self._data: list[Splits | None] = (
@@ -118,7 +128,9 @@ class Runner:
     def run(self) -> None:
         seeds = self.exp.seeds
         total = sum(len(self.tasks) * len(m.strengths) * len(seeds) * 2 for m in self.methods)
-        self.run_dir.begin()
+        main = self.group.main
+        if main:
+            self.run_dir.begin()
         with (
             progress_bars(self.progress),
             torch_threads(self.exp.threads),
@@ -127,6 +139,8 @@ class Runner:
             self._bar = bar
             for task, splits in zip(self.tasks, self._data):
                 self._run_task(task, splits or task.load())
+        if not main:
+            return
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
@@ -147,10 +161,17 @@ class Runner:
             if missing:
                 reason = f"{planned.method.name} needs what the task's target lacks ({sorted(missing)[0]})"
             else:
-                try:
-                    states = self._fit(planned, task, [t for ts in targets.values() for t in ts])
-                except NotApplicable as error:
-                    reason = str(error)
+                fit_targets = [t for ts in targets.values() for t in ts]
+                # Rank 0 fits into the cache (or finds a fit not applicable); once the others
+                # hear the outcome, the states are there for them to read.
+                if self.group.main:
+                    try:
+                        states = self._fit(planned, task, fit_targets)
+                    except NotApplicable as error:
+                        reason = str(error)
+                reason = self.group.broadcast(reason)
+                if reason is None and not self.group.main:
+                    states = self._fit(planned, task, fit_targets)
             if reason is not None:
                 self.skipped.append(Skip(planned.label, task.name, reason))
                 self._bar.update(len(planned.strengths) * len(self.exp.seeds) * 2)
@@ -159,16 +180,19 @@ class Runner:
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )
             primary = task.primary_metric
-            chosen = choose_strength(
-                planned.label,
-                task.name,
-                select,
-                self.exp.selection.fluency_budget,
-                primary,
-                task.metric(primary).higher_is_better,
-                rule=self.exp.selection.rule,
-                records=self.run_dir,
-            )
+            chosen = None
+            if self.group.main:  # the cells and their records are rank 0's
+                chosen = choose_strength(
+                    planned.label,
+                    task.name,
+                    select,
+                    self.exp.selection.fluency_budget,
+                    primary,
+                    task.metric(primary).higher_is_better,
+                    rule=self.exp.selection.rule,
+                    records=self.run_dir,
+                )
+            chosen = self.group.broadcast(chosen)
             self.selection.append(chosen)
             test_strengths = (
                 planned.strengths
@@ -205,7 +229,9 @@ class Runner:
             states[target.name] = state.to(self.subject.device)
         return states
 
-    def _sweep(self, planned, task, splits, split, targets, states, strengths) -> list[CellRecord]:
+    def _sweep(
+        self, planned, task, splits, split, targets, states, strengths
+    ) -> list[CellRecord | None]:
         cells = []
         for strength in strengths:
             for seed in self.exp.seeds:
@@ -231,9 +257,12 @@ class Runner:
             self.exp.evaluator,
         )
 
-    def _cell(self, planned, task, splits, split, targets, states, strength, seed) -> CellRecord:
-        """The cell's record, evaluated unless this run directory already has it. Strength 0 is
-        the unsteered model for every method: one cell per (task, split, seed), shared."""
+    def _cell(
+        self, planned, task, splits, split, targets, states, strength, seed
+    ) -> CellRecord | None:
+        """The cell's record, evaluated unless this run directory already has it (None on ranks
+        other than 0, which hold no records). Strength 0 is the unsteered model for every
+        method: one cell per (task, split, seed), shared."""
         self._bar.set_postfix_str(
             f"{task.name}/{planned.label}/{split}/s={strength:g}", refresh=False
         )
@@ -247,13 +276,28 @@ class Runner:
             steer = steering(planned.method, self.subject, states, strength)
 
         cell_id = self._cell_id(key, method_part, task)
-        cell = self.run_dir.finished_cell(cell_id)  # None: not there, or damaged and moved aside
-        if cell is None:
-            evaluated = evaluate_cell(
-                self.evaluation, task, splits.get(split), targets, steer, seed, cell_id
+        main = self.group.main
+        # None: not there, or damaged and moved aside
+        cell = self.run_dir.finished_cell(cell_id) if main else None
+        if not self.group.broadcast(cell is not None):
+            examples = splits.get(split)
+            mine = self.group.shard(len(examples), self.exp.generation.batch_size)
+            shards = self.group.gather_checked(
+                lambda: evaluate_shard(
+                    self.evaluation,
+                    task,
+                    examples[mine.start : mine.stop],
+                    targets[mine.start : mine.stop],
+                    steer,
+                    seed,
+                    cell_id,
+                )
             )
-            self.run_dir.write_cell(CellRecord(cell_id, key, evaluated.result), evaluated.examples)
-            cell = self.run_dir.read_cell(cell_id)  # as stored (non-finite numbers read as NaN)
+            if main:
+                evaluated = combine_shards(task, shards, len(examples))
+                record = CellRecord(cell_id, key, evaluated.result)
+                self.run_dir.write_cell(record, evaluated.examples)
+                cell = self.run_dir.read_cell(cell_id)  # as stored (non-finite read as NaN)
         self.cell_ids.append(cell_id)
         return cell
 

@@ -64,6 +64,9 @@ def load_subject(config: ModelConfig, progress: bool = True) -> Subject:
         device=config.device,
         trust_remote_code=config.trust_remote_code,
         revision=config.revision,
+        device_map=config.device_map,
+        max_memory=config.max_memory,
+        offload_folder=config.offload_folder,
     )
     subject.name = source.display_name(config)
     subject.training_corpus = source.training_corpus(config)

@@ -8,9 +8,12 @@ attachment returns a handle; `bench.steering.attached` removes them all in `fina
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,33 @@ _VOLATILE_CONFIG = {
 }
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# accelerate's placements: what `[model] device_map` may say.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def dispatch_arguments(
+    device_map: str, max_memory: dict[str, str] | None, offload_folder: str | None
+) -> dict:
+    """`from_pretrained`'s placement arguments. GPU budgets are keyed by index ("0": "20GiB"),
+    which accelerate wants as integers; disk offload needs a folder (a temporary one, removed
+    when the process ends, unless one is named)."""
+    if offload_folder is None:
+        offload_folder = tempfile.mkdtemp(prefix="steerbench-offload-")
+        atexit.register(shutil.rmtree, offload_folder, ignore_errors=True)
+    memory = None
+    if max_memory is not None:
+        memory = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()}
+    return {"device_map": device_map, "max_memory": memory, "offload_folder": offload_folder}
+
+
+def execution_device(placement: int | str) -> torch.device:
+    """The device a module placed at `placement` (an `hf_device_map` value) runs on: offloaded
+    modules run on the CPU here (accelerate loads their weights for each call)."""
+    if isinstance(placement, int):
+        return torch.device("cuda", placement)
+    return torch.device("cpu" if placement == "disk" else placement)
 
 
 @dataclass(frozen=True)
@@ -115,16 +145,27 @@ class Subject:
         device: str = "cpu",
         trust_remote_code: bool = False,
         revision: str | None = None,
+        device_map: str | None = None,
+        max_memory: dict[str, str] | None = None,
+        offload_folder: str | None = None,
     ) -> Subject:
+        """`device_map` (e.g. "auto"): let accelerate place the model's modules over the GPUs,
+        the CPU and disk (within `max_memory` per device, offloading to `offload_folder`, a
+        temporary folder by default) instead of putting the whole model on `device`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in DTYPES:
             raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
         source = str(name_or_path)
         kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+        placement = (
+            {} if device_map is None else dispatch_arguments(device_map, max_memory, offload_folder)
+        )
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=DTYPES[dtype], **kwargs, **placement
+            )
         except (OSError, ValueError) as error:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(source).exists()
             hint = (
@@ -134,12 +175,24 @@ class Subject:
                 else str(error).splitlines()[0]
             )
             raise UserError(f"cannot load model '{source}': {hint}") from None
-        return cls(model.to(device), tokenizer, name=source)
+        return cls(model if device_map else model.to(device), tokenizer, name=source)
 
     # ------------------------------------------------------------------ facts
     @property
     def device(self) -> torch.device:
+        """Where inputs go: the model's device, or for a dispatched model the device its first
+        module (the embedding) runs on (accelerate's hooks move activations on from there)."""
+        placed = getattr(self.model, "hf_device_map", None)
+        if placed:
+            return execution_device(next(iter(placed.values())))
         return next(self.model.parameters()).device
+
+    @property
+    def dispatched(self) -> bool:
+        """The model's modules are spread over devices (or offloaded) by accelerate."""
+        return len(set(getattr(self.model, "hf_device_map", {}).values())) > 1 or any(
+            p.device.type == "meta" for p in self.model.parameters()
+        )
 
     @property
     def model_type(self) -> str:
@@ -173,7 +226,7 @@ class Subject:
             config = {k: v for k, v in config.items() if k not in _VOLATILE_CONFIG}
             digest.update(json.dumps(config, sort_keys=True, default=str).encode())
             with torch.no_grad():
-                for name, tensor in self.model.state_dict().items():
+                for name, tensor in self._weights().items():
                     t = tensor.detach().to(torch.float64)
                     stats = (
                         name,
@@ -186,6 +239,14 @@ class Subject:
             digest.update(repr(sorted(self.tokenizer.get_vocab().items())).encode())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights, offloaded ones read back (they sit on the meta device)."""
+        if any(p.device.type == "meta" for p in self.model.parameters()):
+            from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+            return get_state_dict_offloaded_model(self.model)
+        return self.model.state_dict()
 
     # ------------------------------------------------------------------ steering surface
     def hookpoint(self, name: str) -> HookPoint:
@@ -205,8 +266,13 @@ class Subject:
             flat = hidden.dim() == 2
             if flat:
                 hidden = hidden.view(*positions.current.absolute.shape, hidden.shape[-1])
-            new = fn(hidden, positions.current)
-            return new.reshape(-1, new.shape[-1]) if flat and new is not None else new
+            # On a dispatched model the module runs on its own device: the hook's positions
+            # and its result live there too.
+            new = fn(hidden, positions.current.to(hidden.device))
+            if new is None:
+                return None
+            new = new.to(hidden.device)
+            return new.reshape(-1, new.shape[-1]) if flat else new
 
         if point.on_input:
 
