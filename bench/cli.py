@@ -7,6 +7,8 @@
     steerbench check RUN_DIR --baseline FILE       regression check for CI
     steerbench bench [--methods a,b]               steering cost vs unsteered generation
     steerbench testbed build | check               the built-in testbed model
+    steerbench lm-eval [LM-EVAL ARGS ...]          lm-eval's own command line, with the
+                                                   `steerbench` model registered
 
 Errors a user can cause print one line and exit 2 (checked before a model loads where they
 can be); warnings print one line each; an interrupt (Ctrl-C, SIGTERM) keeps finished cells and
@@ -244,7 +246,34 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--force", action="store_true", help="rebuild even if cached")
     tb.add_argument("-n", type=int, default=200, help="held-out prompts per vital sign")
     tb.set_defaults(func=_testbed)
+
+    # Only listed here for --help: `main` hands everything after `lm-eval` to lm-eval untouched.
+    sub.add_parser(
+        "lm-eval",
+        help="lm-eval's command line with the `steerbench` model registered "
+        "(lm_eval --model steerbench --model_args pretrained=...,method=caa,state=PATH,strength=4)",
+        add_help=False,
+    )
     return top
+
+
+def lm_eval_main(argv: Sequence[str]) -> int:
+    """lm-eval's own command line with the `steerbench` model registered: lm-eval 0.4.13 has
+    no plugin entry points for models, so its console script cannot know ours."""
+    from lm_eval.__main__ import cli_evaluate
+
+    import bench.lm_eval_model  # noqa: F401  (registers the model)
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]  # lm-eval's parser reads sys.argv itself
+    try:
+        cli_evaluate()
+    except SystemExit as done:  # argparse's --help and errors, lm-eval's own exits
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
 
 
 class Terminated(KeyboardInterrupt):
@@ -274,10 +303,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lm_eval = argv[:1] == ["lm-eval"]
+    args = None if lm_eval else parser().parse_args(argv)
     try:
         with _terminate_as_interrupt(), one_line_warnings():
-            return args.func(args)
+            return lm_eval_main(argv[1:]) if lm_eval else args.func(args)
     except UserError as error:
         print(f"steerbench: error: {error}", file=sys.stderr)
         return 2
