@@ -7,6 +7,8 @@
     steerbench check RUN_DIR --baseline FILE       regression check for CI
     steerbench bench [--methods a,b]               steering cost vs unsteered generation
     steerbench testbed build | check               the built-in testbed model
+    steerbench testbed lm-eval-tasks               its capability tasks for lm-eval (prints
+                                                   the --include_path)
     steerbench lm-eval [LM-EVAL ARGS ...]          lm-eval's own command line, with the
                                                    `steerbench` model registered
 
@@ -167,9 +169,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _testbed(args: argparse.Namespace) -> int:
-    from tasks.testbed.commands import build_command, check_command
+    from tasks.testbed.commands import build_command, check_command, lm_eval_tasks_command
 
     cache = Path(args.cache_dir) if args.cache_dir else None
+    if args.action == "lm-eval-tasks":
+        return lm_eval_tasks_command(cache_dir=cache, force=args.force)
     if args.action == "build":
         return build_command(seed=args.seed, cache_dir=cache, force=args.force)
     return check_command(seed=args.seed, cache_dir=cache, n=args.n)
@@ -236,8 +240,12 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(perf)
     perf.set_defaults(func=_bench)
 
-    tb = sub.add_parser("testbed", help="build or check the built-in testbed model")
-    tb.add_argument("action", choices=("build", "check"))
+    tb = sub.add_parser(
+        "testbed",
+        help="build or check the built-in testbed model; lm-eval-tasks writes its capability "
+        "tasks for lm-eval and prints their --include_path (no model needed)",
+    )
+    tb.add_argument("action", choices=("build", "check", "lm-eval-tasks"))
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument(
         "--cache-dir",

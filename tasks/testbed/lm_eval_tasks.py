@@ -73,7 +73,7 @@ TASKS: tuple[LmEvalTask, ...] = (
         "in-context reading: a passage states a made-up fact, the question asks for it",
         {
             "output_type": "generate_until",
-            "doc_to_text": "{{passage}}\n{{question}}",
+            "doc_to_text": "{{passage}} {{question}}",
             "doc_to_target": "{{answer}}",
             "target_delimiter": " ",
             "generation_kwargs": {"until": ["\n", "."], "max_gen_toks": 8, "do_sample": False},
