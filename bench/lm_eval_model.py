@@ -133,12 +133,15 @@ class SteerbenchLM(LM):
         revision: str | None = None,
         testbed_seed: int = 0,
         subject: Subject | None = None,
+        steering: Steering | None = None,
         **method_params: Any,
     ) -> None:
+        """From model_args (`pretrained`, `method`, `state`, ...), or in-process from a loaded
+        `subject` and a built `steering` (the capability suite)."""
         super().__init__()
         from bench.sources import load_subject
 
-        self.steering = build_steering(method, state, float(strength), method_params)
+        self.steering = steering or build_steering(method, state, float(strength), method_params)
         if subject is None:
             config = ModelConfig(
                 name=str(pretrained),

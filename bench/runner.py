@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
+from bench.capability import Capability, CapabilityRun, capability_record, evaluate_capability
 from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.errors import UserError
 from bench.evaluate import Evaluation, evaluate_cell, steering
@@ -112,6 +113,10 @@ class Runner:
         self.skipped: list[Skip] = []
         self.fits: list[Fit] = []
         self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
+        # The capability suite: one record per (method, suite, strength) evaluated.
+        self.capability: dict[tuple[str, str, float], Capability] = {}
+        self._capability_items: list[str] = []
+        self._unsteered_capability: CapabilityRun | None = None
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -130,6 +135,11 @@ class Runner:
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
+        if self.exp.capability is not None:
+            self.run_dir.write_records("capability.json", self.capability.values())
+            (self.run_dir.root / "capability_items.jsonl").write_text(
+                "".join(self._capability_items)
+            )
         self.run_dir.consolidate(self.cell_ids)
 
     def _run_task(self, task: Task, splits: Splits) -> None:
@@ -158,6 +168,17 @@ class Runner:
             select = self._sweep(
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )
+            budget = self.exp.capability.budget if self.exp.capability else None
+            if budget is not None:  # strengths that cost more capability are no candidates
+                kept = {
+                    s
+                    for s in planned.strengths
+                    if self._capability(
+                        planned, task, states, targets["test"], s
+                    ).capability_retained
+                    >= budget
+                }
+                select = [c for c in select if c.key.strength in kept]
             primary = task.primary_metric
             chosen = choose_strength(
                 planned.label,
@@ -187,6 +208,45 @@ class Runner:
             self._bar.update(
                 (len(planned.strengths) - len(set(test_strengths))) * len(self.exp.seeds)
             )
+            if self.exp.capability is not None:
+                self._capability(planned, task, states, targets["test"], chosen.strength)
+
+    # ------------------------------------------------------------------ capability
+    def _capability(self, planned, task, states, targets, strength: float) -> Capability:
+        """lm-eval's capability tasks with `planned`'s state for `task` at `strength`: the
+        state of the suite's first test target (a suite with one target per example, such as
+        fact injection, is represented by its first injection)."""
+        from bench.lm_eval_model import Steering
+
+        key = (planned.label, task.name, float(strength))
+        if key in self.capability:
+            return self.capability[key]
+        config = self.exp.capability
+        if self._unsteered_capability is None:
+            self._unsteered_capability = evaluate_capability(self.subject, Steering(), config)
+            self._keep_items(UNSTEERED, "", 0.0, self._unsteered_capability)
+        if strength == 0.0:
+            run = self._unsteered_capability
+        else:
+            state = states[targets[0].name]
+            run = evaluate_capability(
+                self.subject, Steering(planned.method, state, strength), config
+            )
+            self._keep_items(planned.label, task.name, strength, run)
+        record = capability_record(
+            planned.label, task.name, strength, run, self._unsteered_capability
+        )
+        self.capability[key] = record
+        return record
+
+    def _keep_items(self, method: str, task: str, strength: float, run: CapabilityRun) -> None:
+        from bench.rundir import dumps
+
+        for lm_eval_task, items in run.items.items():
+            for item in items:
+                line = {"method": method, "task": task, "strength": strength}
+                line |= {"lm_eval_task": lm_eval_task, **item}
+                self._capability_items.append(dumps(line) + "\n")
 
     def _fit(
         self, planned: PlannedMethod, task: Task, targets: list[SteeringTarget]
