@@ -65,6 +65,10 @@ def _delta(found: Difference | None, adjusted: float | None, fallback: float) ->
     return text
 
 
+def _share(value: float) -> str:
+    return f"{value:.0%}" if math.isfinite(value) else "–"
+
+
 def _mark(row: Headline) -> str:
     return "★ " if row.best else "= " if row.tied else ""
 
@@ -97,6 +101,7 @@ def _shrinkage(row: Headline) -> str:
 def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
     """Rows: per run, the unsteered reference, each method's operating point, skipped pairs."""
     multi = len(runs) > 1
+    cap = any(run.capability for run in runs)  # the capability suite ran
     first = {r.method: r for r in per_run[0]} if per_run else {}
     header = [
         "method",
@@ -113,6 +118,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         "repetition",
         "s / cell (x unst. cell)",
         "tokens/s (x unst. cell)",
+        *(["capability retained"] if cap else []),
         "fit s",
         "notes",
     ]
@@ -139,6 +145,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     fmt(ref.mean("repetition")),
                     fmt(ref.seconds.mean),
                     _tokens(ref.tokens_per_second.mean),
+                    *(["100%"] if cap else []),
                     "–",
                     "",
                 )
@@ -178,6 +185,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _tokens(test.tokens_per_second.mean, row.cost_ratio("tokens_per_second"))
                     if test
                     else "–",
+                    *([_share(row.capability_retained)] if cap else []),
                     fmt(row.fit_seconds),
                     "; ".join(row.notes),
                 )

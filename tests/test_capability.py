@@ -124,6 +124,27 @@ def test_a_capability_budget_keeps_only_strengths_that_retain_it(tmp_path, gpt2_
     assert min(r.capability_retained for r in records) < 0.99
 
 
+def test_the_headline_table_gains_a_capability_column(tmp_path, gpt2_subject):
+    from reports.build import build_report
+    from reports.headline import headlines
+    from reports.runs import load_run
+
+    exp = _experiment(tmp_path, budget=0.99)
+    Runner(exp, gpt2_subject, RunDir(exp.output_dir), progress=False).run()
+    run = load_run(tmp_path / "run")
+    rows = {row.method: row for row in headlines(run, "toy")}
+    for row in rows.values():
+        found = run.capability_at(row.method, "toy", row.strength)
+        assert row.capability_retained == (found.capability_retained if row.strength else 1.0)
+    text = build_report([tmp_path / "run"]).read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert "capability retained" in header
+    # A run without the capability suite has no such column.
+    plain = Experiment(**{**vars(exp), "capability": None, "output_dir": str(tmp_path / "plain")})
+    Runner(plain, gpt2_subject, RunDir(plain.output_dir), progress=False).run()
+    assert "capability retained" not in build_report([tmp_path / "plain"]).read_text()
+
+
 def test_retained_is_oriented_so_that_below_one_is_a_loss():
     assert retained(TaskScore("acc", 0.4, True), TaskScore("acc", 0.8, True)) == 0.5
     assert retained(TaskScore("ppl", 20.0, False), TaskScore("ppl", 10.0, False)) == 0.5
