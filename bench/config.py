@@ -180,6 +180,9 @@ class Experiment:
     methods: tuple[MethodSpec, ...] | None = None  # None: every registered method
     tasks: tuple[TaskSpec, ...] | None = None  # None: every registered task
     capability: CapabilityConfig | None = None  # None: no capability suite
+    # Score each method x suite operating point on every other suite (`bench.side_effects`):
+    # methods x suites x (suites - 1) more test cells per seed.
+    side_effects: bool = False
     report: bool = True
 
     def __post_init__(self) -> None:

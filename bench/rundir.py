@@ -49,6 +49,8 @@ RUN_FILES = (
     "fits.json",
     "capability.json",  # the capability suite (`bench.capability`), when configured
     "capability_items.jsonl",
+    "side_effects.json",  # side effects across suites (`bench.side_effects`), when asked
+    "side_effects_items.jsonl",
 )
 LOCK_FILE = ".steerbench.lock"
 # What steerbench writes at the top of a run folder (hidden files, such as the lock and the

@@ -36,6 +36,7 @@ from bench.records import (
 from bench.registry import METHODS, TASKS
 from bench.rundir import RunDir
 from bench.selection import choose_strength
+from bench.side_effects import SideEffect
 from bench.state import State, StateCache, content_key
 from bench.subject import Subject
 from bench.target import SteeringTarget
@@ -117,6 +118,12 @@ class Runner:
         self.capability: dict[tuple[str, str, float], Capability] = {}
         self._capability_items: list[str] = []
         self._unsteered_capability: CapabilityRun | None = None
+        # Side effects across suites: each method x suite operating point (its state and
+        # strength), each suite's test examples and targets, and what was measured.
+        self._operating: list[tuple[PlannedMethod, str, State, float]] = []
+        self._suites: dict[str, tuple[Task, Splits, list[SteeringTarget]]] = {}
+        self.side_effects: list[SideEffect] = []
+        self._side_effect_items: list[str] = []
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -132,9 +139,16 @@ class Runner:
             self._bar = bar
             for task, splits in zip(self.tasks, self._data):
                 self._run_task(task, splits or task.load())
+            if self.exp.side_effects:  # every suite's operating points are known now
+                self._side_effects()
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
+        if self.exp.side_effects:
+            self.run_dir.write_records("side_effects.json", self.side_effects)
+            (self.run_dir.root / "side_effects_items.jsonl").write_text(
+                "".join(self._side_effect_items)
+            )
         if self.exp.capability is not None:
             self.run_dir.write_records("capability.json", self.capability.values())
             (self.run_dir.root / "capability_items.jsonl").write_text(
@@ -149,6 +163,7 @@ class Runner:
             split: [task.target(ex, splits) for ex in splits.get(split)]
             for split in ("select", "test")
         }
+        self._suites[task.name] = (task, splits, targets["test"])
         for planned in self.methods:
             missing = {
                 t.name for ts in targets.values() for t in ts if not planned.method.applies_to(t)
@@ -210,6 +225,45 @@ class Runner:
             )
             if self.exp.capability is not None:
                 self._capability(planned, task, states, targets["test"], chosen.strength)
+            if targets["test"]:
+                state = states[targets["test"][0].name]
+                self._operating.append((planned, task.name, state, chosen.strength))
+
+    # ------------------------------------------------------------------ side effects
+    def _side_effects(self) -> None:
+        """Each operating point's state scored on every other suite's test split (the
+        unsteered model, strength 0, has no side effect by construction: not evaluated)."""
+        from bench.rundir import dumps
+
+        for planned, source, state, strength in self._operating:
+            if strength == 0.0:
+                continue
+            steer = lambda target, p=planned, st=state, s=strength: p.method.steer(  # noqa: E731
+                self.subject, st, s
+            )
+            for name, (task, splits, targets) in self._suites.items():
+                if name == source:
+                    continue
+                for seed in self.exp.seeds:
+                    evaluated = evaluate_cell(
+                        self.evaluation, task, splits.test, targets, steer, seed
+                    )
+                    result = evaluated.result
+                    effect = SideEffect(
+                        planned.label,
+                        source,
+                        name,
+                        strength,
+                        seed,
+                        task.primary_metric,
+                        result.metrics.get(task.primary_metric, float("nan")),
+                        result.n_examples,
+                    )
+                    self.side_effects.append(effect)
+                    where = {"method": planned.label, "fitted_for": source, "seed": seed}
+                    self._side_effect_items.extend(
+                        dumps({**where, **e.to_dict()}) + "\n" for e in evaluated.examples
+                    )
 
     # ------------------------------------------------------------------ capability
     def _capability(self, planned, task, states, targets, strength: float) -> Capability:

@@ -319,6 +319,32 @@ def _views(runs: Sequence[Run], tables: Mapping[str, list], task: str) -> list[f
     return views
 
 
+def _side_effect_blocks(runs: Sequence[Run], tables: Mapping[str, list]) -> list[Block]:
+    """Per run and method, its side-effect matrix (runs that scored side effects only)."""
+    from reports.side_effects import side_effect_table
+
+    blocks: list[Block] = []
+    for i, run in enumerate(runs):
+        if not run.side_effects:
+            continue
+        blocks.append(Heading(2, f"Side effects across suites ({run.label})"))
+        blocks.append(
+            Para(
+                "Each method's state fitted for one suite (rows), at that suite's operating "
+                "strength, scored on every suite's primary metric on test (columns): the steered "
+                "mean minus the unsteered model's (↑: higher is better, ↓: lower). The diagonal "
+                "is the suite's own gain; strength 0 is the unsteered model."
+            )
+        )
+        rows = {task: per_run[i] for task, per_run in tables.items()}
+        for method in run.methods:
+            table = side_effect_table(run, method, rows)
+            if table is not None:
+                blocks.append(Heading(3, method))
+                blocks.append(table)
+    return blocks
+
+
 def build_report(
     run_dirs: list[Path], output: Path | None = None, *, fluency_budget: float | None = None
 ) -> Path:
@@ -434,6 +460,7 @@ def build_report(
                     "unsteered model, vertical line = fluency budget.",
                 )
             )
+    blocks.extend(_side_effect_blocks(runs, tables))
     blocks.append(Heading(2, "Run metadata"))
     for run in runs:
         blocks.extend(metadata_blocks(run))

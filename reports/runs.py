@@ -30,6 +30,7 @@ from bench.records import (
     Skip,
 )
 from bench.rundir import read_jsonl
+from bench.side_effects import SideEffect
 
 R = TypeVar("R")
 
@@ -50,6 +51,8 @@ class Run:
     examples: Mapping[str, tuple[ExampleRecord, ...]] = field(default_factory=dict)
     # The capability suite's records (`bench.capability`); empty when it did not run.
     capability: tuple[Capability, ...] = ()
+    # Each method x suite operating point scored on the other suites (`bench.side_effects`).
+    side_effects: tuple[SideEffect, ...] = ()
 
     def capability_at(self, method: str, task: str, strength: float) -> Capability | None:
         """Capability retained with `method`'s state for `task` at `strength`."""
@@ -216,6 +219,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     skipped = _read_list(root / "skipped.json", Skip.from_dict)
     fits = _read_list(root / "fits.json", Fit.from_dict)
     capability = _read_list(root / "capability.json", Capability.from_dict)
+    side_effects = _read_list(root / "side_effects.json", SideEffect.from_dict)
     unique = list({c.id: c for c in cells}.values())  # a cell listed twice counts once
     selection_bytes = (root / "selection.json").read_bytes() if selection else b"[]"
     digest = hashlib.sha256(raw + selection_bytes).hexdigest()[:16]
@@ -231,6 +235,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         digest=digest,
         examples=_read_examples(root, unique),
         capability=capability,
+        side_effects=side_effects,
     )
 
 
