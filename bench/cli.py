@@ -34,7 +34,7 @@ from bench.errors import UserError, one_line_warnings
 
 def _run(args: argparse.Namespace) -> int:
     from bench.config import ModelConfig, load_experiment
-    from bench.preflight import check_device, check_model_folder, load_data
+    from bench.preflight import check_capability, check_device, check_model_folder, load_data
     from bench.progress import progress_bars
     from bench.rundir import RunDir
     from bench.runner import build_methods, build_tasks, replace_output_dir
@@ -49,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         else None
     )
     check_device(experiment.model.device)
+    check_capability(experiment.capability)
     check_model_folder(experiment.model)
     if evaluator is not None:
         check_model_folder(evaluator, what="evaluator")

@@ -177,3 +177,17 @@ def test_an_unknown_lm_eval_task_is_a_user_error(tmp_path, gpt2_subject):
     )
     with pytest.raises(UserError, match="lm-eval knows no task 'testbed_fact'"):
         evaluate_capability(gpt2_subject, Steering(), config)
+
+
+def test_a_missing_include_path_fails_before_the_model_loads(tmp_path, capsys):
+    from bench.cli import main
+
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(
+        f'output_dir = "{tmp_path / "run"}"\n[model]\nname = "{tmp_path / "no-model"}"\n'
+        f'[capability]\ntasks = ["testbed_facts"]\ninclude_path = "{tmp_path / "nowhere"}"\n'
+    )
+    assert main(["run", str(experiment), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "capability.include_path" in err and "is not a folder" in err
+    assert len(err.splitlines()) == 1
