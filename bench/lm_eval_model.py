@@ -36,21 +36,6 @@ from bench.state import State
 from bench.subject import GenerationSettings, Subject
 
 MODEL_NAME = "steerbench"
-# model_args that configure the adapter itself; any other key is a method parameter.
-_OWN_KEYS = {
-    "pretrained",
-    "method",
-    "state",
-    "strength",
-    "dtype",
-    "device",
-    "batch_size",
-    "max_batch_size",
-    "seed",
-    "trust_remote_code",
-    "revision",
-    "testbed_seed",
-}
 
 
 @dataclass(frozen=True)
@@ -219,8 +204,11 @@ class SteerbenchLM(LM):
         eos = self.subject.tokenizer.decode([self.subject.tokenizer.eos_token_id])
         sample = bool(kwargs.get("do_sample", False))
         temperature = float(kwargs.get("temperature", 0.0)) if sample else 0.0
+        # lm-eval asks for 256 new tokens by default; on a small window (the testbed's 128)
+        # that would leave no room for the prompt, so at most half the window is generated.
+        wanted = int(kwargs.get("max_gen_toks", 256))
         setting = GenerationSettings(
-            max_new_tokens=int(kwargs.get("max_gen_toks", 256)),
+            max_new_tokens=max(1, min(wanted, self.subject.max_length // 2)),
             temperature=temperature,
             top_p=float(kwargs.get("top_p", 1.0)),
             seed=self.seed,

@@ -238,7 +238,7 @@ class Runner:
         for planned, source, state, strength in self._operating:
             if strength == 0.0:
                 continue
-            steer = lambda target, p=planned, st=state, s=strength: p.method.steer(  # noqa: E731
+            steer = lambda target, p=planned, st=state, s=strength: p.method.steer(
                 self.subject, st, s
             )
             for name, (task, splits, targets) in self._suites.items():
