@@ -7,6 +7,10 @@
     steerbench check RUN_DIR --baseline FILE       regression check for CI
     steerbench bench [--methods a,b]               steering cost vs unsteered generation
     steerbench testbed build | check               the built-in testbed model
+    steerbench testbed lm-eval-tasks               its capability tasks for lm-eval (prints
+                                                   the --include_path)
+    steerbench lm-eval [LM-EVAL ARGS ...]          lm-eval's own command line, with the
+                                                   `steerbench` model registered
 
 Errors a user can cause print one line and exit 2 (checked before a model loads where they
 can be); warnings print one line each; an interrupt (Ctrl-C, SIGTERM) keeps finished cells and
@@ -51,7 +55,7 @@ def _run_here(args: argparse.Namespace) -> int:
     where rank 0 alone claims and writes the run folder and shows progress."""
     from bench.config import ModelConfig, load_experiment
     from bench.distributed import from_environment
-    from bench.preflight import check_device, check_model_folder, load_data
+    from bench.preflight import check_capability, check_device, check_model_folder, load_data
     from bench.progress import progress_bars
     from bench.rundir import RunDir
     from bench.runner import build_methods, build_tasks, replace_output_dir
@@ -66,6 +70,7 @@ def _run_here(args: argparse.Namespace) -> int:
         else None
     )
     check_device(experiment.model.device)
+    check_capability(experiment.capability)
     check_model_folder(experiment.model)
     if evaluator is not None:
         check_model_folder(evaluator, what="evaluator")
@@ -207,9 +212,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _testbed(args: argparse.Namespace) -> int:
-    from tasks.testbed.commands import build_command, check_command
+    from tasks.testbed.commands import build_command, check_command, lm_eval_tasks_command
 
     cache = Path(args.cache_dir) if args.cache_dir else None
+    if args.action == "lm-eval-tasks":
+        return lm_eval_tasks_command(cache_dir=cache, force=args.force)
     if args.action == "build":
         return build_command(seed=args.seed, cache_dir=cache, force=args.force)
     return check_command(seed=args.seed, cache_dir=cache, n=args.n)
@@ -284,8 +291,12 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(perf)
     perf.set_defaults(func=_bench)
 
-    tb = sub.add_parser("testbed", help="build or check the built-in testbed model")
-    tb.add_argument("action", choices=("build", "check"))
+    tb = sub.add_parser(
+        "testbed",
+        help="build or check the built-in testbed model; lm-eval-tasks writes its capability "
+        "tasks for lm-eval and prints their --include_path (no model needed)",
+    )
+    tb.add_argument("action", choices=("build", "check", "lm-eval-tasks"))
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument(
         "--cache-dir",
@@ -294,7 +305,34 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("--force", action="store_true", help="rebuild even if cached")
     tb.add_argument("-n", type=int, default=200, help="held-out prompts per vital sign")
     tb.set_defaults(func=_testbed)
+
+    # Only listed here for --help: `main` hands everything after `lm-eval` to lm-eval untouched.
+    sub.add_parser(
+        "lm-eval",
+        help="lm-eval's command line with the `steerbench` model registered "
+        "(lm_eval --model steerbench --model_args pretrained=...,method=caa,state=PATH,strength=4)",
+        add_help=False,
+    )
     return top
+
+
+def lm_eval_main(argv: Sequence[str]) -> int:
+    """lm-eval's own command line with the `steerbench` model registered: lm-eval 0.4.13 has
+    no plugin entry points for models, so its console script cannot know ours."""
+    from lm_eval.__main__ import cli_evaluate
+
+    import bench.lm_eval_model  # noqa: F401  (registers the model)
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]  # lm-eval's parser reads sys.argv itself
+    try:
+        cli_evaluate()
+    except SystemExit as done:  # argparse's --help and errors, lm-eval's own exits
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
 
 
 class Terminated(KeyboardInterrupt):
@@ -324,10 +362,12 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lm_eval = argv[:1] == ["lm-eval"]
+    args = None if lm_eval else parser().parse_args(argv)
     try:
         with _terminate_as_interrupt(), one_line_warnings():
-            return args.func(args)
+            return lm_eval_main(argv[1:]) if lm_eval else args.func(args)
     except UserError as error:
         if launched_rank() == 0:  # every rank meets the same bad input: one line is enough
             print(f"steerbench: error: {error}", file=sys.stderr)

@@ -99,6 +99,35 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class CapabilityConfig:
+    """lm-eval tasks run at each operating point (`bench.capability`)."""
+
+    tasks: tuple[str, ...] = ()
+    include_path: str | None = None  # a folder of lm-eval task configs
+    include_defaults: bool = True  # also lm-eval's own tasks (False: faster task indexing)
+    limit: int | None = None  # items per task; None: all
+    num_fewshot: int | None = None  # None: each task's own setting
+    budget: float | None = None  # operating points must retain at least this much capability
+    batch_size: int = 16
+    seed: int = 0  # lm-eval's few-shot sampling and any sampled generation
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError(
+                "tasks = [] runs nothing; name lm-eval tasks or leave [capability] out"
+            )
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise ValueError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
+        if self.budget is not None and not (math.isfinite(self.budget) and 0 < self.budget <= 1):
+            raise ValueError(f"budget must be a number in (0, 1], got {self.budget!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        _check_seed("seed", self.seed)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     strengths: tuple[float, ...] | None = None  # None: the method's default sweep
@@ -161,6 +190,10 @@ class Experiment:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     methods: tuple[MethodSpec, ...] | None = None  # None: every registered method
     tasks: tuple[TaskSpec, ...] | None = None  # None: every registered task
+    capability: CapabilityConfig | None = None  # None: no capability suite
+    # Score each method x suite operating point on every other suite (`bench.side_effects`):
+    # methods x suites x (suites - 1) more test cells per seed.
+    side_effects: bool = False
     report: bool = True
 
     def __post_init__(self) -> None:

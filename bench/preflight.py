@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bench.config import ModelConfig
+from bench.config import CapabilityConfig, ModelConfig
 from bench.errors import UserError
 from bench.task import Splits, Task
 
@@ -157,6 +157,18 @@ def _check_tokenizer(folder: Path, config: ModelConfig, broken: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"{broken} has no tokenizer that loads ({reason})") from None
+
+
+def check_capability(config: CapabilityConfig | None) -> None:
+    """The capability suite's include path is a folder (its task names are lm-eval's to know:
+    checked when lm-eval indexes them, at the first operating point)."""
+    if config is None or config.include_path is None:
+        return
+    if not Path(config.include_path).is_dir():
+        raise UserError(
+            f"capability.include_path '{config.include_path}' is not a folder (for the testbed's "
+            "tasks: `steerbench testbed lm-eval-tasks` prints it)"
+        )
 
 
 def load_data(tasks: Sequence[Task]) -> list[Splits]:

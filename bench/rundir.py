@@ -41,7 +41,17 @@ from bench.errors import UserError, warn
 from bench.records import CellRecord, ExampleRecord, Manifest
 
 # Written at the end of a run, from its cells (`Runner.run`).
-RUN_FILES = ("cells.jsonl", "records.jsonl", "selection.json", "skipped.json", "fits.json")
+RUN_FILES = (
+    "cells.jsonl",
+    "records.jsonl",
+    "selection.json",
+    "skipped.json",
+    "fits.json",
+    "capability.json",  # the capability suite (`bench.capability`), when configured
+    "capability_items.jsonl",
+    "side_effects.json",  # side effects across suites (`bench.side_effects`), when asked
+    "side_effects_items.jsonl",
+)
 LOCK_FILE = ".steerbench.lock"
 # What steerbench writes at the top of a run folder (hidden files, such as the lock and the
 # temporary files of `write_atomic`, are never results and are not counted either way).

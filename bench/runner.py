@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, replace
 
 from tqdm.auto import tqdm
 
+from bench.capability import Capability, CapabilityRun, capability_record, evaluate_capability
 from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.distributed import SINGLE, Group
 from bench.errors import UserError
-from bench.evaluate import Evaluation, combine_shards, evaluate_shard, steering
+from bench.evaluate import Evaluation, combine_shards, evaluate_cell, evaluate_shard, steering
 from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
@@ -42,6 +43,7 @@ from bench.records import (
 from bench.registry import METHODS, TASKS
 from bench.rundir import RunDir
 from bench.selection import choose_strength
+from bench.side_effects import SideEffect
 from bench.state import State, StateCache, content_key
 from bench.subject import Subject
 from bench.target import SteeringTarget
@@ -122,6 +124,16 @@ class Runner:
         self.skipped: list[Skip] = []
         self.fits: list[Fit] = []
         self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
+        # The capability suite: one record per (method, suite, strength) evaluated.
+        self.capability: dict[tuple[str, str, float], Capability] = {}
+        self._capability_items: list[str] = []
+        self._unsteered_capability: CapabilityRun | None = None
+        # Side effects across suites: each method x suite operating point (its state and
+        # strength), each suite's test examples and targets, and what was measured.
+        self._operating: list[tuple[PlannedMethod, str, State, float]] = []
+        self._suites: dict[str, tuple[Task, Splits, list[SteeringTarget]]] = {}
+        self.side_effects: list[SideEffect] = []
+        self._side_effect_items: list[str] = []
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -139,11 +151,23 @@ class Runner:
             self._bar = bar
             for task, splits in zip(self.tasks, self._data):
                 self._run_task(task, splits or task.load())
+            if self.exp.side_effects:  # every suite's operating points are known now
+                self._side_effects()
         if not main:
             return
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
+        if self.exp.side_effects:
+            self.run_dir.write_records("side_effects.json", self.side_effects)
+            (self.run_dir.root / "side_effects_items.jsonl").write_text(
+                "".join(self._side_effect_items)
+            )
+        if self.exp.capability is not None:
+            self.run_dir.write_records("capability.json", self.capability.values())
+            (self.run_dir.root / "capability_items.jsonl").write_text(
+                "".join(self._capability_items)
+            )
         self.run_dir.consolidate(self.cell_ids)
 
     def _run_task(self, task: Task, splits: Splits) -> None:
@@ -153,6 +177,7 @@ class Runner:
             split: [task.target(ex, splits) for ex in splits.get(split)]
             for split in ("select", "test")
         }
+        self._suites[task.name] = (task, splits, targets["test"])
         for planned in self.methods:
             missing = {
                 t.name for ts in targets.values() for t in ts if not planned.method.applies_to(t)
@@ -179,6 +204,17 @@ class Runner:
             select = self._sweep(
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )
+            budget = self.exp.capability.budget if self.exp.capability else None
+            if budget is not None:  # strengths that cost more capability are no candidates
+                kept = {
+                    s
+                    for s in planned.strengths
+                    if self._capability(
+                        planned, task, states, targets["test"], s
+                    ).capability_retained
+                    >= budget
+                }
+                select = [c for c in select if c.key.strength in kept]
             primary = task.primary_metric
             chosen = None
             if self.group.main:  # the cells and their records are rank 0's
@@ -211,6 +247,84 @@ class Runner:
             self._bar.update(
                 (len(planned.strengths) - len(set(test_strengths))) * len(self.exp.seeds)
             )
+            if self.exp.capability is not None:
+                self._capability(planned, task, states, targets["test"], chosen.strength)
+            if targets["test"]:
+                state = states[targets["test"][0].name]
+                self._operating.append((planned, task.name, state, chosen.strength))
+
+    # ------------------------------------------------------------------ side effects
+    def _side_effects(self) -> None:
+        """Each operating point's state scored on every other suite's test split (the
+        unsteered model, strength 0, has no side effect by construction: not evaluated)."""
+        from bench.rundir import dumps
+
+        for planned, source, state, strength in self._operating:
+            if strength == 0.0:
+                continue
+            steer = lambda target, p=planned, st=state, s=strength: p.method.steer(
+                self.subject, st, s
+            )
+            for name, (task, splits, targets) in self._suites.items():
+                if name == source:
+                    continue
+                for seed in self.exp.seeds:
+                    evaluated = evaluate_cell(
+                        self.evaluation, task, splits.test, targets, steer, seed
+                    )
+                    result = evaluated.result
+                    effect = SideEffect(
+                        planned.label,
+                        source,
+                        name,
+                        strength,
+                        seed,
+                        task.primary_metric,
+                        result.metrics.get(task.primary_metric, float("nan")),
+                        result.n_examples,
+                    )
+                    self.side_effects.append(effect)
+                    where = {"method": planned.label, "fitted_for": source, "seed": seed}
+                    self._side_effect_items.extend(
+                        dumps({**where, **e.to_dict()}) + "\n" for e in evaluated.examples
+                    )
+
+    # ------------------------------------------------------------------ capability
+    def _capability(self, planned, task, states, targets, strength: float) -> Capability:
+        """lm-eval's capability tasks with `planned`'s state for `task` at `strength`: the
+        state of the suite's first test target (a suite with one target per example, such as
+        fact injection, is represented by its first injection)."""
+        from bench.lm_eval_model import Steering
+
+        key = (planned.label, task.name, float(strength))
+        if key in self.capability:
+            return self.capability[key]
+        config = self.exp.capability
+        if self._unsteered_capability is None:
+            self._unsteered_capability = evaluate_capability(self.subject, Steering(), config)
+            self._keep_items(UNSTEERED, "", 0.0, self._unsteered_capability)
+        if strength == 0.0:
+            run = self._unsteered_capability
+        else:
+            state = states[targets[0].name]
+            run = evaluate_capability(
+                self.subject, Steering(planned.method, state, strength), config
+            )
+            self._keep_items(planned.label, task.name, strength, run)
+        record = capability_record(
+            planned.label, task.name, strength, run, self._unsteered_capability
+        )
+        self.capability[key] = record
+        return record
+
+    def _keep_items(self, method: str, task: str, strength: float, run: CapabilityRun) -> None:
+        from bench.rundir import dumps
+
+        for lm_eval_task, items in run.items.items():
+            for item in items:
+                line = {"method": method, "task": task, "strength": strength}
+                line |= {"lm_eval_task": lm_eval_task, **item}
+                self._capability_items.append(dumps(line) + "\n")
 
     def _fit(
         self, planned: PlannedMethod, task: Task, targets: list[SteeringTarget]

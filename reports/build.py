@@ -65,6 +65,10 @@ def _delta(found: Difference | None, adjusted: float | None, fallback: float) ->
     return text
 
 
+def _share(value: float) -> str:
+    return f"{value:.0%}" if math.isfinite(value) else "–"
+
+
 def _mark(row: Headline) -> str:
     return "★ " if row.best else "= " if row.tied else ""
 
@@ -97,6 +101,7 @@ def _shrinkage(row: Headline) -> str:
 def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
     """Rows: per run, the unsteered reference, each method's operating point, skipped pairs."""
     multi = len(runs) > 1
+    cap = any(run.capability for run in runs)  # the capability suite ran
     first = {r.method: r for r in per_run[0]} if per_run else {}
     header = [
         "method",
@@ -113,6 +118,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         "repetition",
         "s / cell (x unst. cell)",
         "tokens/s (x unst. cell)",
+        *(["capability retained"] if cap else []),
         "fit s",
         "notes",
     ]
@@ -139,6 +145,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     fmt(ref.mean("repetition")),
                     fmt(ref.seconds.mean),
                     _tokens(ref.tokens_per_second.mean),
+                    *(["100%"] if cap else []),
                     "–",
                     "",
                 )
@@ -178,6 +185,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _tokens(test.tokens_per_second.mean, row.cost_ratio("tokens_per_second"))
                     if test
                     else "–",
+                    *([_share(row.capability_retained)] if cap else []),
                     fmt(row.fit_seconds),
                     "; ".join(row.notes),
                 )
@@ -311,6 +319,32 @@ def _views(runs: Sequence[Run], tables: Mapping[str, list], task: str) -> list[f
     return views
 
 
+def _side_effect_blocks(runs: Sequence[Run], tables: Mapping[str, list]) -> list[Block]:
+    """Per run and method, its side-effect matrix (runs that scored side effects only)."""
+    from reports.side_effects import side_effect_table
+
+    blocks: list[Block] = []
+    for i, run in enumerate(runs):
+        if not run.side_effects:
+            continue
+        blocks.append(Heading(2, f"Side effects across suites ({run.label})"))
+        blocks.append(
+            Para(
+                "Each method's state fitted for one suite (rows), at that suite's operating "
+                "strength, scored on every suite's primary metric on test (columns): the steered "
+                "mean minus the unsteered model's (↑: higher is better, ↓: lower). The diagonal "
+                "is the suite's own gain; strength 0 is the unsteered model."
+            )
+        )
+        rows = {task: per_run[i] for task, per_run in tables.items()}
+        for method in run.methods:
+            table = side_effect_table(run, method, rows)
+            if table is not None:
+                blocks.append(Heading(3, method))
+                blocks.append(table)
+    return blocks
+
+
 def build_report(
     run_dirs: list[Path], output: Path | None = None, *, fluency_budget: float | None = None
 ) -> Path:
@@ -426,6 +460,7 @@ def build_report(
                     "unsteered model, vertical line = fluency budget.",
                 )
             )
+    blocks.extend(_side_effect_blocks(runs, tables))
     blocks.append(Heading(2, "Run metadata"))
     for run in runs:
         blocks.extend(metadata_blocks(run))

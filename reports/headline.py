@@ -163,6 +163,9 @@ class Headline:
     tied: bool = False  # indistinguishable (paired CI) from the best test effect
     notes: tuple[str, ...] = field(default_factory=tuple)
     uncertainty: Uncertainty | None = None  # None: the run kept no per-example records
+    # The capability suite's verdict at this operating point (steered / unsteered, the mean
+    # over its lm-eval tasks); NaN where it did not run (or not at this strength).
+    capability_retained: float = math.nan
 
     @property
     def effect(self) -> float:
@@ -228,6 +231,13 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _capability(run: Run, method: str, task: str, strength: float) -> float:
+    if strength == 0.0:  # the unsteered model retains everything, measured or not
+        return 1.0 if run.capability else math.nan
+    found = run.capability_at(method, task, strength)
+    return found.capability_retained if found else math.nan
+
+
 def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline]:
     """One row per method that ran on `task`, in run order; best-on-test marked."""
     primary, directions = task_info(run, task)
@@ -284,6 +294,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 ),
                 degenerate_strengths=tuple(broken),
                 notes=tuple(notes),
+                capability_retained=_capability(run, method, task, strength),
             )
         )
     return mark_best(run, assess(run, rows))

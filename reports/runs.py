@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench.capability import Capability
 from bench.errors import UserError
 from bench.records import (
     SCHEMA_VERSION,
@@ -29,6 +30,7 @@ from bench.records import (
     Skip,
 )
 from bench.rundir import read_jsonl
+from bench.side_effects import SideEffect
 
 R = TypeVar("R")
 
@@ -47,6 +49,21 @@ class Run:
     digest: str  # hash of the result files the numbers come from
     # Per stored cell id: its examples' records (empty where the run kept none).
     examples: Mapping[str, tuple[ExampleRecord, ...]] = field(default_factory=dict)
+    # The capability suite's records (`bench.capability`); empty when it did not run.
+    capability: tuple[Capability, ...] = ()
+    # Each method x suite operating point scored on the other suites (`bench.side_effects`).
+    side_effects: tuple[SideEffect, ...] = ()
+
+    def capability_at(self, method: str, task: str, strength: float) -> Capability | None:
+        """Capability retained with `method`'s state for `task` at `strength`."""
+        return next(
+            (
+                c
+                for c in self.capability
+                if (c.method, c.task, c.strength) == (method, task, strength)
+            ),
+            None,
+        )
 
     def examples_of(self, cell: CellRecord) -> tuple[ExampleRecord, ...]:
         """The per-example records behind a cell (a view's are its stored cell's)."""
@@ -201,6 +218,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     selection = _read_list(root / "selection.json", Choice.from_dict)
     skipped = _read_list(root / "skipped.json", Skip.from_dict)
     fits = _read_list(root / "fits.json", Fit.from_dict)
+    capability = _read_list(root / "capability.json", Capability.from_dict)
+    side_effects = _read_list(root / "side_effects.json", SideEffect.from_dict)
     unique = list({c.id: c for c in cells}.values())  # a cell listed twice counts once
     selection_bytes = (root / "selection.json").read_bytes() if selection else b"[]"
     digest = hashlib.sha256(raw + selection_bytes).hexdigest()[:16]
@@ -215,6 +234,8 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         warnings=tuple(warnings),
         digest=digest,
         examples=_read_examples(root, unique),
+        capability=capability,
+        side_effects=side_effects,
     )
 
 

@@ -1,4 +1,4 @@
-"""Entry points for ``steerbench testbed build|check`` (the core CLI parses the arguments)."""
+"""Entry points for ``steerbench testbed build|check|lm-eval-tasks`` (the core CLI parses the arguments)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ def check_command(
     ok = all_pass(signs)
     print("all targets met" if ok else "some targets FAILED", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def lm_eval_tasks_command(cache_dir: Path | None = None, force: bool = False) -> int:
+    """Write (or, with ``force``, rewrite) the testbed's lm-eval tasks; print the directory to
+    give lm-eval as ``--include_path``."""
+    from .capability import ensure_lm_eval_tasks, lm_eval_tasks_dir
+
+    if force:
+        (lm_eval_tasks_dir(cache_dir) / "testbed_text.yaml").unlink(missing_ok=True)
+    print(ensure_lm_eval_tasks(cache_dir))
+    return 0
 
 
 def _print_info(info: dict) -> None:

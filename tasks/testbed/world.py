@@ -57,9 +57,12 @@ def corpus_rng(seed: int, purpose: str = "corpus") -> random.Random:
     return random.Random(f"steerbench-testbed-v{GENERATOR_VERSION}-{purpose}-{seed}")
 
 
-def generate_corpus(seed: int = 0, n_docs: int = 40_000) -> list[Doc]:
-    """``n_docs`` documents, genres drawn from ``MIX``; deterministic in (seed, n_docs)."""
-    w, rng = world(), corpus_rng(seed)
+def generate_corpus(
+    seed: int = 0, n_docs: int = 40_000, rng: random.Random | None = None
+) -> list[Doc]:
+    """``n_docs`` documents, genres drawn from ``MIX``; deterministic in (seed, n_docs).
+    ``rng``: another stream than the training corpus's (held-out documents)."""
+    w, rng = world(), rng or corpus_rng(seed)
     names, weights = list(MIX), list(MIX.values())
     return [_GENRES[rng.choices(names, weights)[0]].generate(w, rng) for _ in range(n_docs)]
 
