@@ -312,6 +312,7 @@ class Judgement(Record):
     missing: str = ""  # why there are no pairs ("" when there are)
     mean_log_odds_better: float | None = None  # log p(target) - log p(contrast), means
     mean_log_odds_worse: float | None = None
+    methods: tuple[str, ...] = ()  # in a run: the self-judging methods' labels it concerns
 
 
 # ------------------------------------------------------------------------------ manifest

@@ -14,11 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.errors import UserError
 from bench.evaluate import Evaluation, evaluate_cell, steering
+from bench.judgement import measure
 from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
@@ -29,6 +31,7 @@ from bench.records import (
     CellRecord,
     Choice,
     Fit,
+    Judgement,
     Skip,
     TaskEntry,
 )
@@ -111,6 +114,7 @@ class Runner:
         self.selection: list[Choice] = []
         self.skipped: list[Skip] = []
         self.fits: list[Fit] = []
+        self.judgements: list[Judgement] = []  # per task with a self-judging method
         self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
         self._bar: tqdm | None = None
 
@@ -130,6 +134,7 @@ class Runner:
         self.run_dir.write_records("selection.json", self.selection)
         self.run_dir.write_records("skipped.json", self.skipped)
         self.run_dir.write_records("fits.json", self.fits)
+        self.run_dir.write_records("judgement.json", self.judgements)
         self.run_dir.consolidate(self.cell_ids)
 
     def _run_task(self, task: Task, splits: Splits) -> None:
@@ -139,6 +144,7 @@ class Runner:
             split: [task.target(ex, splits) for ex in splits.get(split)]
             for split in ("select", "test")
         }
+        self._judge(task, splits)
         for planned in self.methods:
             missing = {
                 t.name for ts in targets.values() for t in ts if not planned.method.applies_to(t)
@@ -187,6 +193,16 @@ class Runner:
             self._bar.update(
                 (len(planned.strengths) - len(set(test_strengths))) * len(self.exp.seeds)
             )
+
+    def _judge(self, task: Task, splits: Splits) -> None:
+        """The subject's own judgement of the task, once, where a self-judging method runs:
+        whether it can judge the suite at all is what such a method's result hinges on."""
+        labels = tuple(p.label for p in self.methods if p.method.self_judging)
+        if not labels:
+            return
+        with torch.no_grad():
+            record = measure(self.subject, task.name, task.judgement_pairs(splits, "test"))
+        self.judgements.append(replace(record, methods=labels))
 
     def _fit(
         self, planned: PlannedMethod, task: Task, targets: list[SteeringTarget]

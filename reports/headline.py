@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 
 from bench.fluency import OWN_FLUENCY
 from bench.intervals import difference, intervals, seed_means, steerability
+from bench.judgement import chance_note
 from bench.metric import finite
-from bench.records import UNSTEERED, CellRecord, Choice
+from bench.records import UNSTEERED, CellRecord, Choice, Judgement
 from bench.selection import NORMAL_REASONS, choose_strength, perplexity_ratio
 from bench.stats import Difference, Interval, Steerability, holm
 from reports.runs import Run
@@ -163,6 +164,8 @@ class Headline:
     tied: bool = False  # indistinguishable (paired CI) from the best test effect
     notes: tuple[str, ...] = field(default_factory=tuple)
     uncertainty: Uncertainty | None = None  # None: the run kept no per-example records
+    # A self-judging method's: the subject's judgement of the suite (None: not measured).
+    judgement: Judgement | None = None
 
     @property
     def effect(self) -> float:
@@ -260,6 +263,9 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             notes.append(
                 "degenerate (NaN/inf) on select at strength " + ", ".join(f"{s:g}" for s in broken)
             )
+        judgement = run.judgement(task, method)
+        if judgement is not None and chance_note(judgement):
+            notes.append(chance_note(judgement))
         method_name = next(
             (c.method_name for c in run.cells if c.method == method and c.task == task), method
         )
@@ -284,6 +290,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 ),
                 degenerate_strengths=tuple(broken),
                 notes=tuple(notes),
+                judgement=judgement,
             )
         )
     return mark_best(run, assess(run, rows))

@@ -25,6 +25,7 @@ from bench.records import (
     Choice,
     ExampleRecord,
     Fit,
+    Judgement,
     Manifest,
     Skip,
 )
@@ -47,6 +48,12 @@ class Run:
     digest: str  # hash of the result files the numbers come from
     # Per stored cell id: its examples' records (empty where the run kept none).
     examples: Mapping[str, tuple[ExampleRecord, ...]] = field(default_factory=dict)
+    # The subject's self-judgement per task (`bench.judgement`); () in runs that predate it.
+    judgements: tuple[Judgement, ...] = ()
+
+    def judgement(self, task: str, method: str) -> Judgement | None:
+        """The judgement a self-judging `method` (label) relies on for `task`, if measured."""
+        return next((j for j in self.judgements if j.task == task and method in j.methods), None)
 
     def examples_of(self, cell: CellRecord) -> tuple[ExampleRecord, ...]:
         """The per-example records behind a cell (a view's are its stored cell's)."""
@@ -215,6 +222,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         warnings=tuple(warnings),
         digest=digest,
         examples=_read_examples(root, unique),
+        judgements=_read_list(root / "judgement.json", Judgement.from_dict),
     )
 
 

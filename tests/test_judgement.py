@@ -127,3 +127,61 @@ def test_judge_command_names_a_model_it_cannot_load(tmp_path, capsys):
     assert main(["judge", missing, "-e", str(experiment), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot load model" in err
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run_small"
+
+
+def _judged_run(tmp_path, records: list[Judgement]) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    (run / "judgement.json").write_text(json.dumps([r.to_dict() for r in records]))
+    return run
+
+
+def test_report_rows_show_the_judgement_and_the_chance_note(tmp_path):
+    from reports.build import headline_table
+    from reports.headline import headlines
+    from reports.runs import load_run
+
+    # The fixture's `meandiff` stands in for a self-judging method: the report reads which
+    # methods a judgement concerns from the record, as the runner wrote it.
+    chance = Interval(0.52, 0.45, 0.59, n=40)
+    run = load_run(
+        _judged_run(
+            tmp_path,
+            [
+                Judgement("toy_sentiment", "m", pairwise=chance, methods=("meandiff",)),
+                Judgement(
+                    "toy_toxicity",
+                    "m",
+                    pairwise=Interval(0.9, 0.8, 0.97, n=40),
+                    methods=("meandiff",),
+                ),
+            ],
+        )
+    )
+    note = "cannot steer here: the subject judges this suite at chance, 0.52 [0.45, 0.59]"
+    rows = {r.method: r for r in headlines(run, "toy_sentiment", 1000)}
+    assert note in rows["meandiff"].notes and rows["meandiff"].judgement.pairwise == chance
+    assert rows["prompting"].judgement is None and note not in rows["prompting"].notes
+    table = headline_table("toy_sentiment", [list(rows.values())], [run])
+    column = table.header.index("self-judgement [95% CI]")
+    cells = {row[0].lstrip("*★ "): row[column] for row in table.rows}
+    assert "0.52 [0.45, 0.59], n=40 (chance)" in [v for k, v in cells.items() if "meandiff" in k]
+    judged = {r.method: r for r in headlines(run, "toy_toxicity", 1000)}["meandiff"]
+    assert judged.judgement.pairwise.estimate == 0.9
+    assert not any("cannot steer" in n for n in judged.notes)
+
+
+def test_older_runs_have_no_judgement_column():
+    from reports.build import headline_table
+    from reports.headline import headlines
+    from reports.runs import load_run
+
+    run = load_run(FIXTURE)
+    assert run.judgements == ()
+    table = headline_table("toy_sentiment", [headlines(run, "toy_sentiment", 1000)], [run])
+    assert "self-judgement [95% CI]" not in table.header
