@@ -25,7 +25,9 @@ from bench.target import SuffixQuestion
 from reports import judgement as judgement_report
 from tests.tiny import tiny_gpt2
 
-CASES = json.loads((Path(__file__).parent / "cases" / "judgement.json").read_text())["judgement_cases"]
+CASES = json.loads((Path(__file__).parent / "cases" / "judgement.json").read_text())[
+    "judgement_cases"
+]
 QUESTION = SuffixQuestion("\nQuestion: Is the above text positive? Answer:", " Yes", " No")
 
 
