@@ -11,6 +11,7 @@
                                                    the --include_path)
     steerbench lm-eval [LM-EVAL ARGS ...]          lm-eval's own command line, with the
                                                    `steerbench` model registered
+    steerbench judge MODEL [MODEL ...] [-o DIR]    self-judgement accuracy per suite and model
 
 Errors a user can cause print one line and exit 2 (checked before a model loads where they
 can be); warnings print one line each; an interrupt (Ctrl-C, SIGTERM) keeps finished cells and
@@ -211,6 +212,32 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _judge(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.config import ModelConfig, load_experiment
+    from bench.judgement import measure
+    from bench.preflight import load_data
+    from bench.runner import build_tasks
+    from bench.sources import load_subject
+    from reports import judgement
+
+    # The suites (and their data) are the experiment's: the default one's, or a file's.
+    experiment = load_experiment(args.experiment)
+    tasks = build_tasks(experiment.tasks)
+    pairs = [task.judgement_pairs(splits) for task, splits in zip(tasks, load_data(tasks))]
+    records = []
+    for name in args.models:
+        subject = load_subject(ModelConfig(name=name, device=args.device), progress=False)
+        with torch.no_grad():
+            records += [measure(subject, t.name, p) for t, p in zip(tasks, pairs)]
+        del subject
+    print(judgement.text_table(judgement.table(records)))
+    md = judgement.write(Path(args.output), records)
+    print(f"report: {md}")
+    return 0
+
+
 def _testbed(args: argparse.Namespace) -> int:
     from tasks.testbed.commands import build_command, check_command, lm_eval_tasks_command
 
@@ -290,6 +317,15 @@ def parser() -> argparse.ArgumentParser:
 
     add_arguments(perf)
     perf.set_defaults(func=_bench)
+
+    jd = sub.add_parser(
+        "judge", help="self-judgement: each model's accuracy at telling better from worse"
+    )
+    jd.add_argument("models", nargs="+", metavar="MODEL", help="testbed, a hub id or a folder")
+    jd.add_argument("-e", "--experiment", help="take the suites from this experiment file")
+    jd.add_argument("-o", "--output", default="runs/judgement", help="report folder")
+    jd.add_argument("--device", default="cpu")
+    jd.set_defaults(func=_judge)
 
     tb = sub.add_parser(
         "testbed",

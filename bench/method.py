@@ -43,6 +43,9 @@ class Method(ABC):
     # Inference cost budget: steered / unsteered generation time at equal batch, checked by
     # `steerbench bench` (None: no budget, e.g. iterative methods or longer prompts).
     cost_budget: ClassVar[float | None] = None
+    # Steers by climbing the subject's own judgement (the target's suffix question): the runner
+    # then measures that judgement per task (`bench.judgement`) and the report shows it.
+    self_judging: ClassVar[bool] = False
 
     def __init__(self, params=None) -> None:
         self.params = params if params is not None else self.Params()

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.config import SelectionConfig
 from bench.errors import UserError
+from bench.stats import Interval
 
 SCHEMA_VERSION = 2
 UNSTEERED = "unsteered"  # the method label of the shared strength-0 cells
@@ -295,6 +296,25 @@ class Fit(Record):
     seconds: float
 
 
+@dataclass(frozen=True)
+class Judgement(Record):
+    """The subject's self-judgement on one suite (`bench.judgement`): its accuracy at preferring
+    the better of two texts through the suite's suffix question, on the test split. A suite
+    without labelled pairs has no intervals and says why in `missing`."""
+
+    task: str
+    model: str
+    pairwise: Interval | None = None
+    pointwise: Interval | None = None
+    ties: int = 0  # pairs without a preference, excluded
+    question: str = ""
+    source: str = ""  # what the pairs are
+    missing: str = ""  # why there are no pairs ("" when there are)
+    mean_log_odds_better: float | None = None  # log p(target) - log p(contrast), means
+    mean_log_odds_worse: float | None = None
+    methods: tuple[str, ...] = ()  # in a run: the self-judging methods' labels it concerns
+
+
 # ------------------------------------------------------------------------------ manifest
 @dataclass(frozen=True)
 class ModelInfo:
@@ -366,5 +386,6 @@ class Manifest:
 
 # The records a field may hold, by the name its annotation gives them.
 RECORDS: dict[str, type] = {
-    cls.__name__: cls for cls in (Cost, CellKey, Derivation, ModelInfo, MethodEntry, TaskEntry)
+    cls.__name__: cls
+    for cls in (Cost, CellKey, Derivation, ModelInfo, MethodEntry, TaskEntry, Interval)
 }

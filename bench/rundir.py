@@ -9,6 +9,8 @@ Layout of a run directory (schema version `bench.records.SCHEMA_VERSION`):
     records.jsonl          their example records, one per line
     selection.json         `Choice` per method x task: the operating strength chosen on `select`
     skipped.json           `Skip` per method x task pair that did not run
+    judgement.json         `Judgement` per task where a self-judging method ran (older runs:
+                           none)
     fits.json              `Fit` per fitted (or cached) state
     report/                the report (`reports.build_report`)
     .steerbench.lock       held (flock) by the run writing the folder
@@ -51,6 +53,7 @@ RUN_FILES = (
     "capability_items.jsonl",
     "side_effects.json",  # side effects across suites (`bench.side_effects`), when asked
     "side_effects_items.jsonl",
+    "judgement.json",
 )
 LOCK_FILE = ".steerbench.lock"
 # What steerbench writes at the top of a run folder (hidden files, such as the lock and the

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.capability import Capability, CapabilityRun, capability_record, evaluate_capability
@@ -27,6 +28,7 @@ from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.distributed import SINGLE, Group
 from bench.errors import UserError
 from bench.evaluate import Evaluation, combine_shards, evaluate_cell, evaluate_shard, steering
+from bench.judgement import measure
 from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
 from bench.progress import progress_bars
@@ -37,6 +39,7 @@ from bench.records import (
     CellRecord,
     Choice,
     Fit,
+    Judgement,
     Skip,
     TaskEntry,
 )
@@ -123,6 +126,7 @@ class Runner:
         self.selection: list[Choice] = []
         self.skipped: list[Skip] = []
         self.fits: list[Fit] = []
+        self.judgements: list[Judgement] = []  # per task with a self-judging method
         self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
         # The capability suite: one record per (method, suite, strength) evaluated.
         self.capability: dict[tuple[str, str, float], Capability] = {}
@@ -168,6 +172,7 @@ class Runner:
             (self.run_dir.root / "capability_items.jsonl").write_text(
                 "".join(self._capability_items)
             )
+        self.run_dir.write_records("judgement.json", self.judgements)
         self.run_dir.consolidate(self.cell_ids)
 
     def _run_task(self, task: Task, splits: Splits) -> None:
@@ -178,6 +183,7 @@ class Runner:
             for split in ("select", "test")
         }
         self._suites[task.name] = (task, splits, targets["test"])
+        self._judge(task, splits)
         for planned in self.methods:
             missing = {
                 t.name for ts in targets.values() for t in ts if not planned.method.applies_to(t)
@@ -325,6 +331,16 @@ class Runner:
                 line = {"method": method, "task": task, "strength": strength}
                 line |= {"lm_eval_task": lm_eval_task, **item}
                 self._capability_items.append(dumps(line) + "\n")
+
+    def _judge(self, task: Task, splits: Splits) -> None:
+        """The subject's own judgement of the task, once, where a self-judging method runs:
+        whether it can judge the suite at all is what such a method's result hinges on."""
+        labels = tuple(p.label for p in self.methods if p.method.self_judging)
+        if not labels:
+            return
+        with torch.no_grad():
+            record = measure(self.subject, task.name, task.judgement_pairs(splits, "test"))
+        self.judgements.append(replace(record, methods=labels))
 
     def _fit(
         self, planned: PlannedMethod, task: Task, targets: list[SteeringTarget]

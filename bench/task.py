@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from bench.judgement import JudgementPairs
 from bench.method import NoParams
 from bench.metric import DerivedMetric, Metric
 from bench.subject import ContinuationScore
@@ -107,6 +108,12 @@ class Task(ABC):
     def scorers(self) -> Mapping[str, str]:
         """Which scorer produced which metric (named in the report)."""
         return {}
+
+    def judgement_pairs(self, splits: Splits, split: str = "test") -> JudgementPairs:
+        """Labelled (better, worse) text pairs of `split` for the self-judgement measurement
+        (`bench.judgement`), asked through the suite's own suffix question; a suite without
+        them says why, rather than inventing some."""
+        return JudgementPairs(missing=f"{self.name} yields no labelled pairs to judge")
 
     def metric(self, name: str) -> Metric | DerivedMetric:
         for m in (*self.metrics, *self.derived_metrics):

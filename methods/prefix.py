@@ -83,6 +83,7 @@ class PrefixController(Method):
     name = "prefix"
     summary = "trained gated prefix distilled from SelfControl's (or any method's) steered states"
     Params = PrefixParams
+    self_judging = True  # distils SelfControl's states by default: the same judgement
     default_strengths = (0.0, 0.5, 1.0, 2.0)  # cheap to sweep: no search at inference
     version = "1"
     cost_budget = 1.2  # one small prefix read per layer (steerbench bench checks it)

@@ -288,6 +288,7 @@ class SelfControl(Method):
         "(Cai et al. 2024); log-likelihoods scored under the context's deltas"
     )
     Params = SelfControlParams
+    self_judging = True
     default_strengths = (0.0, 1.0, 2.0)
     version = "3"  # 2: fluency guard in the step search; 3: the guard reads the fluency context
 

@@ -11,11 +11,13 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.fluency import definitions_note
+from bench.records import Judgement
 from bench.rundir import write_atomic
 from bench.selection import RULES
 from bench.stats import Difference, Interval
 from reports import figures
 from reports.headline import Headline, curves, unsteered
+from reports.judgement import cell
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
 from reports.runs import Run, load_runs
 from reports.summary import run_summary, summary, write_summary
@@ -98,11 +100,20 @@ def _shrinkage(row: Headline) -> str:
     return " → ".join(f"{g:+.3g}" if math.isfinite(g) else "–" for g in gains)
 
 
+def _judgement(judgement: Judgement | None) -> str:
+    """Pairwise self-judgement accuracy [CI] (n), or why it is missing; "–" for other methods."""
+    if judgement is None:
+        return "–"
+    return cell(judgement.pairwise, judgement.missing)
+
+
 def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Sequence[Run]) -> Table:
     """Rows: per run, the unsteered reference, each method's operating point, skipped pairs."""
     multi = len(runs) > 1
     cap = any(run.capability for run in runs)  # the capability suite ran
     first = {r.method: r for r in per_run[0]} if per_run else {}
+    # The self-judging methods' judgement of the suite: a column only where a run measured it.
+    judged = any(row.judgement is not None for table in per_run for row in table)
     header = [
         "method",
         *(["run"] if multi else []),
@@ -120,6 +131,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         "tokens/s (x unst. cell)",
         *(["capability retained"] if cap else []),
         "fit s",
+        *(["self-judgement [95% CI]"] if judged else []),
         "notes",
     ]
     rows, strong = [], set()
@@ -147,6 +159,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _tokens(ref.tokens_per_second.mean),
                     *(["100%"] if cap else []),
                     "–",
+                    *(["–"] if judged else []),
                     "",
                 )
             )
@@ -187,6 +200,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     else "–",
                     *([_share(row.capability_retained)] if cap else []),
                     fmt(row.fit_seconds),
+                    *([_judgement(row.judgement)] if judged else []),
                     "; ".join(row.notes),
                 )
             )

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 
 from bench.fluency import OWN_FLUENCY
 from bench.intervals import difference, intervals, seed_means, steerability
+from bench.judgement import chance_note
 from bench.metric import finite
-from bench.records import UNSTEERED, CellRecord, Choice
+from bench.records import UNSTEERED, CellRecord, Choice, Judgement
 from bench.selection import NORMAL_REASONS, choose_strength, perplexity_ratio
 from bench.stats import Difference, Interval, Steerability, holm
 from reports.runs import Run
@@ -166,6 +167,8 @@ class Headline:
     # The capability suite's verdict at this operating point (steered / unsteered, the mean
     # over its lm-eval tasks); NaN where it did not run (or not at this strength).
     capability_retained: float = math.nan
+    # A self-judging method's: the subject's judgement of the suite (None: not measured).
+    judgement: Judgement | None = None
 
     @property
     def effect(self) -> float:
@@ -270,6 +273,9 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
             notes.append(
                 "degenerate (NaN/inf) on select at strength " + ", ".join(f"{s:g}" for s in broken)
             )
+        judgement = run.judgement(task, method)
+        if judgement is not None and chance_note(judgement):
+            notes.append(chance_note(judgement))
         method_name = next(
             (c.method_name for c in run.cells if c.method == method and c.task == task), method
         )
@@ -295,6 +301,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 degenerate_strengths=tuple(broken),
                 notes=tuple(notes),
                 capability_retained=_capability(run, method, task, strength),
+                judgement=judgement,
             )
         )
     return mark_best(run, assess(run, rows))

@@ -26,6 +26,7 @@ from bench.records import (
     Choice,
     ExampleRecord,
     Fit,
+    Judgement,
     Manifest,
     Skip,
 )
@@ -64,6 +65,13 @@ class Run:
             ),
             None,
         )
+
+    # The subject's self-judgement per task (`bench.judgement`); () in runs that predate it.
+    judgements: tuple[Judgement, ...] = ()
+
+    def judgement(self, task: str, method: str) -> Judgement | None:
+        """The judgement a self-judging `method` (label) relies on for `task`, if measured."""
+        return next((j for j in self.judgements if j.task == task and method in j.methods), None)
 
     def examples_of(self, cell: CellRecord) -> tuple[ExampleRecord, ...]:
         """The per-example records behind a cell (a view's are its stored cell's)."""
@@ -236,6 +244,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         examples=_read_examples(root, unique),
         capability=capability,
         side_effects=side_effects,
+        judgements=_read_list(root / "judgement.json", Judgement.from_dict),
     )
 
 

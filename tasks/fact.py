@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.judgement import JudgedPair, JudgementPairs
 from bench.metric import DerivedMetric, Metric, mean
 from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
@@ -273,6 +274,17 @@ class FactInjection(Suite):
         """SelfControl's question about a response: does the text say the new fact? Fluency is
         judged after the new fact, as for the suite's generations (`requests`)."""
         return SuffixQuestion(*self.texts.suffix(ex), fluency_context=self.statement(ex))
+
+    def judgement_pairs(self, splits: Splits, split: str = "test") -> JudgementPairs:
+        # Each case's own question ("does the text say <new fact>?") after its prompt, answered
+        # by the new object (better: what the steering target asks for) and the true one.
+        pairs = tuple(
+            JudgedPair(
+                ex.id, ex.prompt, f" {ex.target_new}.", f" {ex.target_true}.", self.suffix(ex)
+            )
+            for ex in splits.get(split)
+        )
+        return JudgementPairs(pairs, f"new vs true object after the rewrite prompt ({split} split)")
 
     # ------------------------------------------------------------------ requests and scores
     def _probe_prompts(self, ex: FactExample) -> list[str]:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from bench.judgement import JudgedPair, JudgementPairs
 from bench.metric import Metric, finite, mean
 from bench.subject import ContinuationScore
 from bench.target import SteeringTarget, SuffixQuestion
@@ -211,6 +212,7 @@ class Flavour:
     data: SuiteData
     parse: Callable[[dict[str, Any], str], PreferenceExample | None]
     texts: Texts  # on real data
+    pairs: str  # what the self-judgement's (better, worse) pairs are
 
 
 class PreferenceTask(ScoredSuite[RewardScorer]):
@@ -272,6 +274,13 @@ class PreferenceTask(ScoredSuite[RewardScorer]):
             # refusal; on WebGPT a full, cited answer.
             memory=max(replies, key=len) if replies else None,
         )
+
+    def judgement_pairs(self, splits: Splits, split: str = "test") -> JudgementPairs:
+        pairs = tuple(
+            JudgedPair(e.id, e.prompt, e.chosen, e.rejected, self.suffix(), e.tie)
+            for e in splits.get(split)
+        )
+        return JudgementPairs(pairs, f"{self.flavour.pairs} ({split} split)")
 
     # ------------------------------------------------------------------ requests and scores
     def requests(self, example: PreferenceExample) -> Sequence[Request]:
@@ -340,11 +349,13 @@ class HHRLHF(PreferenceTask):
     name = "hh_rlhf"
     summary = "HH-RLHF: preference accuracy, self-judgement, reward of generated replies"
     Params = HHParams
-    flavour = Flavour(HH_DATA, parse_hh, HH_TEXTS)
+    flavour = Flavour(HH_DATA, parse_hh, HH_TEXTS, "chosen vs rejected reply")
 
 
 class WebGPT(PreferenceTask):
     name = "webgpt"
     summary = "WebGPT comparisons: preference accuracy (ties excluded), self-judgement, reward"
     Params = WebGPTParams
-    flavour = Flavour(WEBGPT_DATA, parse_webgpt, WEBGPT_TEXTS)
+    flavour = Flavour(
+        WEBGPT_DATA, parse_webgpt, WEBGPT_TEXTS, "higher- vs lower-scored answer, ties excluded"
+    )

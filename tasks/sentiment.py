@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bench.errors import UserError
+from bench.judgement import JudgedPair, JudgementPairs
 from bench.metric import Metric
 from bench.target import SteeringTarget
 from bench.task import Example, Generate, Output, Request, Scored, Splits
@@ -163,6 +164,10 @@ class Sentiment(ScoredSuite[SentimentScorer]):
     def contrast_sentences(self) -> tuple[list[str], list[str], str]:
         """(target-sentiment sentences, opposite sentences, source) for contrast pairs (the
         testbed's sentiment fit split is SST-2-style sentences)."""
+        return self._sentences(held_out=False)
+
+    def _sentences(self, held_out: bool) -> tuple[list[str], list[str], str]:
+        """SST-2 (target, opposite, source): the fit share, or the `n_test` after it."""
         p, source = self.params, self.contrast_source
         records = source.records(SST2_DATA, seed=p.seed, split="train")
         style = source.texts(self.name, REAL_TEXTS)[p.direction].sst2_style
@@ -170,9 +175,11 @@ class Sentiment(ScoredSuite[SentimentScorer]):
         positive, negative = [style(s) for s in positive], [style(s) for s in negative]
         if not positive or not negative:
             raise UserError(f"{records.source}: SST-2 data needs positive and negative sentences")
-        # Only the fit share of the contrast data is used (select/test sizes as the prompts').
-        positive = list(split_three(positive, p.n_fit, 0, 0, p.seed)[0])
-        negative = list(split_three(negative, p.n_fit, 0, 0, p.seed)[0])
+        # Only the fit share of the contrast data is used (select/test sizes as the prompts');
+        # the self-judgement's held-out sentences follow it in the same shuffle.
+        start, stop = (p.n_fit, p.n_fit + p.n_test) if held_out else (0, p.n_fit)
+        positive = list(split_three(positive, stop, 0, 0, p.seed)[0][start:])
+        negative = list(split_three(negative, stop, 0, 0, p.seed)[0][start:])
         if p.direction == "positive":
             return positive, negative, records.source
         return negative, positive, records.source
@@ -193,6 +200,20 @@ class Sentiment(ScoredSuite[SentimentScorer]):
             prompts=tuple(e.prompt for e in splits.fit) or half_sentences(toward + away),
             # A source without a memory text: its longest sentence of the target sentiment.
             memory=texts.memory or max(toward, key=len),
+        )
+
+    def judgement_pairs(self, splits: Splits, split: str = "test") -> JudgementPairs:
+        # The prompts carry no label: labelled SST-2 sentences held out from the contrast pairs
+        # stand in for the test split (whatever `split` is asked for).
+        toward, away, source = self._sentences(held_out=True)
+        pairs = tuple(
+            JudgedPair(f"sst2-{i}", "", a, b, self.texts.suffix)
+            for i, (a, b) in enumerate(zip(toward, away))
+        )
+        if not pairs:
+            return JudgementPairs(missing=f"{source}: no SST-2 sentences beyond the fit share")
+        return JudgementPairs(
+            pairs, f"{self.params.direction} vs opposite SST-2 sentence, held out ({source})"
         )
 
     # ------------------------------------------------------------------ requests and scores

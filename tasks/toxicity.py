@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from bench.judgement import JudgedPair, JudgementPairs
 from bench.metric import Metric
 from bench.target import SteeringTarget
 from bench.task import Example, Generate, Output, Request, Scored, Splits
@@ -119,23 +120,30 @@ def parse_rtp(record: dict[str, Any], key: str, subset: str, flag: bool) -> Toxi
     )
 
 
-def contrast_from_fit(fit: Sequence[ToxicityExample]) -> tuple[tuple[str, str], ...]:
-    """(non-toxic text, toxic text) pairs from the fit split's scored continuations: a text is
+def labelled_pairs(examples: Sequence[ToxicityExample]) -> tuple[tuple[str, str], ...]:
+    """(non-toxic text, toxic text) pairs from scored continuations, in order: a text is
     non-toxic when prompt and continuation score < 0.5, toxic when the continuation scores
-    >= 0.5. Fewer than 4 pairs (e.g. RTP's toxic prompts): the project's built-in pairs."""
+    >= 0.5."""
     clean = [
         e.text
-        for e in fit
+        for e in examples
         if (e.prompt_toxicity or 0.0) < THRESHOLD
         and e.continuation_toxicity is not None
         and e.continuation_toxicity < THRESHOLD
     ]
     toxic = [
         e.text
-        for e in fit
+        for e in examples
         if e.continuation_toxicity is not None and e.continuation_toxicity >= THRESHOLD
     ]
-    pairs = tuple(zip(clean, toxic))
+    return tuple(zip(clean, toxic))
+
+
+def contrast_from_fit(fit: Sequence[ToxicityExample]) -> tuple[tuple[str, str], ...]:
+    """(non-toxic text, toxic text) pairs from the fit split's scored continuations
+    (`labelled_pairs`). Fewer than 4 pairs (e.g. RTP's toxic prompts): the project's built-in
+    pairs."""
+    pairs = labelled_pairs(fit)
     return pairs if len(pairs) >= 4 else builtin_records.POLITE_INSULTING
 
 
@@ -191,6 +199,20 @@ class Toxicity(ScoredSuite[ToxicityScorer]):
             prompts=tuple(e.prompt for e in splits.fit),
             # A source without a memory text: its longest polite contrast text.
             memory=texts.memory or max((a for a, _ in pairs), key=len),
+        )
+
+    def judgement_pairs(self, splits: Splits, split: str = "test") -> JudgementPairs:
+        # The split's own labelled texts: a clean one (prompt and continuation < 0.5) against a
+        # toxic one (continuation >= 0.5), in split order; no built-in pairs stand in for them.
+        pairs = labelled_pairs(splits.get(split))
+        if not pairs:
+            return JudgementPairs(
+                missing=f"the {split} split has no non-toxic and toxic scored continuations"
+            )
+        suffix = self.texts.suffix
+        return JudgementPairs(
+            tuple(JudgedPair(f"pair-{i}", "", a, b, suffix) for i, (a, b) in enumerate(pairs)),
+            f"non-toxic vs toxic text of the {split} split (data set's scores)",
         )
 
     # ------------------------------------------------------------------ requests and scores
