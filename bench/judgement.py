@@ -125,12 +125,20 @@ def at_chance(interval: Interval | None) -> bool:
     return interval is not None and interval.low <= CHANCE <= interval.high
 
 
+def inverted(interval: Interval | None) -> bool:
+    """The whole interval is below chance: the subject prefers the worse text, and a method
+    that climbs its judgement steers the wrong way."""
+    return interval is not None and interval.high < CHANCE
+
+
 def chance_note(judgement: Judgement) -> str:
-    """The report's note for a self-judging method on a suite judged at chance, else ""."""
+    """The report's note for a self-judging method on a suite the subject judges at chance or
+    the wrong way round, else ""."""
     i = judgement.pairwise
-    if not at_chance(i):
+    where = "at chance" if at_chance(i) else "the wrong way round" if inverted(i) else ""
+    if not where:
         return ""
     return (
-        "cannot steer here: the subject judges this suite at chance, "
+        f"cannot steer here: the subject judges this suite {where}, "
         f"{i.estimate:.2f} [{i.low:.2f}, {i.high:.2f}]"
     )

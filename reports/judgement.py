@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from bench.judgement import CHANCE, at_chance
+from bench.judgement import CHANCE, at_chance, inverted
 from bench.records import Judgement
 from bench.rundir import read_json, to_json, write_atomic
 from bench.stats import Interval
@@ -23,11 +23,14 @@ FILE = "judgement.json"
 
 
 def cell(interval: Interval | None, missing: str = "") -> str:
-    """'0.81 [0.74, 0.87], n=120', with '(chance)' where the interval includes 0.5."""
+    """'0.81 [0.74, 0.87], n=120', with '(chance)' where the interval includes 0.5 and
+    '(inverted)' where it lies below."""
     if interval is None:
         return f"- ({missing})" if missing else "-"
     text = f"{interval.estimate:.2f} [{interval.low:.2f}, {interval.high:.2f}], n={interval.n}"
-    return text + (" (chance)" if at_chance(interval) else "")
+    return text + (
+        " (chance)" if at_chance(interval) else " (inverted)" if inverted(interval) else ""
+    )
 
 
 def _grid(records: Sequence[Judgement]) -> tuple[list[str], list[str], dict]:
@@ -101,7 +104,8 @@ def markdown(records: Sequence[Judgement], figure_name: str) -> str:
         "The subject's accuracy at preferring the better of two texts through each suite's own "
         "suffix question (the judgement SelfControl and the prefix controller climb), on the "
         "suite's test split; 95% cluster-bootstrap intervals over pairs; ties excluded. "
-        "'(chance)': the interval includes 0.5, so a self-judging method cannot steer there.",
+        "'(chance)': the interval includes 0.5, '(inverted)': it lies below, so a self-judging "
+        "method cannot steer there.",
         "",
         "## Pairwise (P(yes | better) > P(yes | worse))",
         "",

@@ -82,6 +82,10 @@ def test_chance_note():
     )
     assert chance_note(Judgement("hh", "m", pairwise=Interval(0.8, 0.7, 0.9, n=40))) == ""
     assert chance_note(Judgement("tox", "m", missing="no pairs")) == ""
+    wrong = Judgement("tox", "m", pairwise=Interval(0.1, 0.0, 0.3, n=10))
+    assert chance_note(wrong) == (
+        "cannot steer here: the subject judges this suite the wrong way round, 0.10 [0.00, 0.30]"
+    )
 
 
 EXPERIMENT = """
