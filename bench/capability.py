@@ -6,11 +6,13 @@ operating point of each method x suite, steered with that method's state for tha
 lm-eval task is scored on its first configured metric (at its filter); capability retained is
 the steered score relative to the unsteered one (unsteered / steered for a metric where lower is
 better, so that below 1 is always a loss), and the suite's capability retained is the mean over
-the tasks. lm-eval's per-item scores are kept.
+the tasks. lm-eval's per-item scores are kept, and give each ratio its interval: the items are
+the same on both sides, so a resample of items recomputes both scores with lm-eval's own
+aggregation (`AGGREGATIONS`) and the ratio is paired by item.
 
     [capability]
-    tasks = ["testbed_facts", "testbed_grammar"]
-    include_path = "..."        # where lm-eval finds task configs (`steerbench testbed lm-eval-tasks`)
+    tasks = ["model"]           # the model source's own tasks (the testbed's), and/or lm-eval names
+    include_path = "..."        # more task configs for lm-eval (a folder, or a list of folders)
     limit = 100                 # items per task (None: all)
     num_fewshot = 0
     budget = 0.9                # optional: operating points must retain this much
@@ -19,14 +21,62 @@ the tasks. lm-eval's per-item scores are kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench.config import CapabilityConfig
+import numpy as np
+
+from bench.config import MODEL_TASKS, CapabilityConfig
 from bench.errors import UserError
+from bench.intervals import LEVEL, RESAMPLES, SEED
 from bench.records import Record
+from bench.stats import Interval, bootstrap_interval
 from bench.subject import Subject
+
+
+@dataclass(frozen=True)
+class OwnTasks:
+    """The lm-eval tasks a model source names for its models (the testbed's capability tasks)
+    and the folder where lm-eval finds their configs."""
+
+    names: tuple[str, ...]
+    include_path: str
+
+
+def resolve(config: CapabilityConfig, own: OwnTasks | None) -> CapabilityConfig | None:
+    """`config` with `MODEL_TASKS` replaced by the model's own tasks (their folder added to the
+    include path); None when no task is left: the capability suite does not run."""
+    names = [
+        n for t in config.tasks for n in ((own.names if own else ()) if t == MODEL_TASKS else (t,))
+    ]
+    if not names:
+        return None
+    paths = config.include_paths
+    if own is not None and MODEL_TASKS in config.tasks and own.include_path not in paths:
+        paths = (*paths, own.include_path)
+    return replace(config, tasks=tuple(dict.fromkeys(names)), include_path=paths or None)
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """How lm-eval aggregates a metric's per-item values, written as a function of the means of
+    their parts (an item's value is one number, or a (log-likelihood, weight) pair), vectorised
+    over bootstrap resamples."""
+
+    parts: int
+    of_means: Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+# lm-eval's aggregations (`lm_eval.api.metrics`) by name; a metric aggregated otherwise (F1,
+# BLEU, a median) has its score and ratio but no interval.
+AGGREGATIONS: dict[str, Aggregation] = {
+    "mean": Aggregation(1, lambda m: m[0]),
+    "perplexity": Aggregation(1, lambda m: np.exp(-m[0])),  # exp(-mean log-likelihood)
+    "weighted_perplexity": Aggregation(2, lambda m: np.exp(-m[0] / m[1])),  # sum ll / sum words
+    "bits_per_byte": Aggregation(2, lambda m: -m[0] / m[1] / math.log(2)),
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +86,11 @@ class TaskScore:
     metric: str  # "acc,none": lm-eval's metric and filter
     value: float
     higher_is_better: bool
+    aggregation: str = "mean"  # lm-eval's aggregation of the per-item values
+
+    @property
+    def name(self) -> str:
+        return self.metric.split(",")[0]
 
 
 @dataclass(frozen=True)
@@ -44,6 +99,19 @@ class CapabilityRun:
 
     scores: Mapping[str, TaskScore]
     items: Mapping[str, tuple[Mapping[str, Any], ...]]  # task -> per-item {doc_id, metric: value}
+
+    def to_dict(self) -> dict:
+        return {
+            "scores": {t: vars(s) for t, s in self.scores.items()},
+            "items": {t: list(i) for t, i in self.items.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CapabilityRun:
+        """Read back what `to_dict` wrote (KeyError/TypeError/ValueError if it is not that)."""
+        scores = {t: TaskScore(**s) for t, s in data["scores"].items()}
+        items = {t: tuple(dict(i) for i in data["items"][t]) for t in scores}
+        return cls(scores, items)
 
 
 @dataclass(frozen=True)
@@ -58,27 +126,27 @@ class Capability(Record):
     retained: Mapping[str, float] = field(default_factory=dict)  # lm-eval task -> ratio
     capability_retained: float = math.nan  # the mean of `retained`
     metrics: Mapping[str, str] = field(default_factory=dict)  # lm-eval task -> metric,filter
-
-    def to_dict(self) -> dict:
-        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in vars(self).items()}
+    # 95% bootstrap intervals over lm-eval's items, paired (None: no per-item decomposition).
+    interval: Interval | None = None  # of capability_retained
+    intervals: Mapping[str, Interval] = field(default_factory=dict)  # of each task's ratio
 
 
 def evaluate_capability(subject: Subject, steering, config: CapabilityConfig) -> CapabilityRun:
     """Run the configured lm-eval tasks on `subject` under `steering` (`bench.lm_eval_model.
     Steering`) through lm-eval's evaluator."""
     from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_metric_aggregation
     from lm_eval.tasks import TaskManager
 
     from bench.lm_eval_model import SteerbenchLM
 
-    manager = TaskManager(
-        include_path=config.include_path, include_defaults=config.include_defaults
-    )
+    paths = list(config.include_paths)
+    manager = TaskManager(include_path=paths or None, include_defaults=config.include_defaults)
     unknown = [t for t in config.tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(
             f"capability: lm-eval knows no task {unknown[0]!r}"
-            + (f" (include_path {config.include_path})" if config.include_path else "")
+            + (f" (include_path {', '.join(paths)})" if paths else "")
         )
     lm = SteerbenchLM(subject=subject, steering=steering, batch_size=config.batch_size)
     out = simple_evaluate(
@@ -102,11 +170,24 @@ def evaluate_capability(subject: Subject, steering, config: CapabilityConfig) ->
             f"{metric},{where}",
             float(out["results"][task][f"{metric},{where}"]),
             bool(out["higher_is_better"][task][metric]),
+            _aggregation(out["configs"][task], metric, get_metric_aggregation),
         )
         items[task] = tuple(
             {"doc_id": s["doc_id"], **{m: _plain(s[m]) for m in s["metrics"]}} for s in samples
         )
     return CapabilityRun(scores, items)
+
+
+def _aggregation(config: Mapping[str, Any], metric: str, default: Callable) -> str:
+    """The name of lm-eval's aggregation of `metric`: the task config's, else the metric's
+    registered default."""
+    for entry in config.get("metric_list") or ():
+        if entry.get("metric") == metric and isinstance(entry.get("aggregation"), str):
+            return entry["aggregation"]
+    try:
+        return default(metric).__name__
+    except Exception:  # lm-eval raises its own KeyError/ValueError variants for unknown metrics
+        return "unknown"
 
 
 def _plain(value: Any) -> Any:
@@ -133,6 +214,8 @@ def capability_record(
 ) -> Capability:
     ratios = {t: retained(s, unsteered.scores[t]) for t, s in steered.scores.items()}
     finite = [r for r in ratios.values() if math.isfinite(r)]
+    tasks = tuple(steered.scores)
+    per_task = {t: found for t in tasks if (found := retained_interval(steered, unsteered, (t,)))}
     return Capability(
         method=method,
         task=task,
@@ -142,4 +225,74 @@ def capability_record(
         retained=ratios,
         capability_retained=sum(finite) / len(finite) if finite else math.nan,
         metrics={t: s.metric for t, s in steered.scores.items()},
+        interval=retained_interval(steered, unsteered, tasks)
+        if len(per_task) == len(tasks)
+        else None,
+        intervals=per_task,
+    )
+
+
+# ------------------------------------------------------------------ intervals over items
+def _paired_parts(
+    steered: CapabilityRun, unsteered: CapabilityRun, task: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both sides' per-item values of `task`'s metric on the items they share, split into the
+    aggregation's parts: two (n_items, parts) arrays; None where lm-eval's aggregation has no
+    per-item form here."""
+    score = steered.scores[task]
+    found = AGGREGATIONS.get(score.aggregation)
+    if found is None:
+        return None
+    sides = [
+        {i["doc_id"]: i.get(score.name) for i in run.items[task]} for run in (steered, unsteered)
+    ]
+    docs = sorted(set(sides[0]) & set(sides[1]))
+    try:
+        arrays = [
+            np.array([np.reshape(np.asarray(side[d], dtype=float), found.parts) for d in docs])
+            for side in sides
+        ]
+    except (TypeError, ValueError):  # an item value of another shape than the aggregation's
+        return None
+    return (arrays[0], arrays[1]) if docs else None
+
+
+def retained_interval(
+    steered: CapabilityRun, unsteered: CapabilityRun, tasks: Sequence[str]
+) -> Interval | None:
+    """The 95% interval of the mean capability retained over `tasks`: items resampled (a
+    cluster bootstrap over all the tasks' items, each task's score recomputed from its own
+    items in the resample with lm-eval's aggregation), both sides on the same items."""
+    blocks = {t: _paired_parts(steered, unsteered, t) for t in tasks}
+    if not blocks or any(b is None for b in blocks.values()):
+        return None
+    n = sum(len(b[0]) for b in blocks.values())
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for task, (steered_parts, unsteered_parts) in blocks.items():
+        for side, parts in (("steered", steered_parts), ("unsteered", unsteered_parts)):
+            for k in range(parts.shape[1]):
+                column = np.full((n, 1), math.nan)
+                column[offset : offset + len(parts), 0] = parts[:, k]
+                arrays[f"{task}|{side}|{k}"] = column
+        offset += len(steered_parts)
+
+    def mean_retained(means: Mapping[str, np.ndarray]) -> np.ndarray:
+        ratios = []
+        for task in tasks:
+            score = steered.scores[task]
+            of_means = AGGREGATIONS[score.aggregation]
+            a, b = (
+                of_means.of_means([means[f"{task}|{side}|{k}"] for k in range(of_means.parts)])
+                for side in ("steered", "unsteered")
+            )
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = a / b if score.higher_is_better else b / a
+            ratios.append(np.where(np.isfinite(ratio), ratio, math.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no finite ratio
+            return np.nanmean(np.stack(ratios), axis=0)
+
+    return bootstrap_interval(
+        arrays, level=LEVEL, n_resamples=RESAMPLES, seed=SEED, combine=mean_retained
     )

@@ -157,6 +157,11 @@ def _sweep(args, experiment, evaluator_config, data, run_dir, progress: bool, gr
     manifest = replace(manifest, tasks=tasks)
     end("complete")
     print(f"results: {run_dir.root}")
+    if runner.capability is None and experiment.capability.tasks:
+        print(
+            f"capability: not measured ({subject.name} names no lm-eval tasks of its own; list "
+            "some in [capability] tasks to measure what steering costs it)"
+        )
     if experiment.report:
         from reports import build_report
 

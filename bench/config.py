@@ -98,12 +98,18 @@ class GenerationConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
+# In `[capability] tasks`: the lm-eval tasks the model's source names for it (the testbed's own
+# capability tasks; a hub model names none).
+MODEL_TASKS = "model"
+
+
 @dataclass(frozen=True)
 class CapabilityConfig:
     """lm-eval tasks run at each operating point (`bench.capability`)."""
 
-    tasks: tuple[str, ...] = ()
-    include_path: str | None = None  # a folder of lm-eval task configs
+    tasks: tuple[str, ...] = (MODEL_TASKS,)  # lm-eval task names; [] turns the suite off
+    # Folders of lm-eval task configs (the model's own tasks' folder is added by itself).
+    include_path: str | tuple[str, ...] | None = None
     include_defaults: bool = True  # also lm-eval's own tasks (False: faster task indexing)
     limit: int | None = None  # items per task; None: all
     num_fewshot: int | None = None  # None: each task's own setting
@@ -112,10 +118,6 @@ class CapabilityConfig:
     seed: int = 0  # lm-eval's few-shot sampling and any sampled generation
 
     def __post_init__(self) -> None:
-        if not self.tasks:
-            raise ValueError(
-                "tasks = [] runs nothing; name lm-eval tasks or leave [capability] out"
-            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         if self.num_fewshot is not None and self.num_fewshot < 0:
@@ -125,6 +127,12 @@ class CapabilityConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         _check_seed("seed", self.seed)
+
+    @property
+    def include_paths(self) -> tuple[str, ...]:
+        if self.include_path is None:
+            return ()
+        return (self.include_path,) if isinstance(self.include_path, str) else self.include_path
 
 
 @dataclass(frozen=True)
@@ -190,10 +198,12 @@ class Experiment:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     methods: tuple[MethodSpec, ...] | None = None  # None: every registered method
     tasks: tuple[TaskSpec, ...] | None = None  # None: every registered task
-    capability: CapabilityConfig | None = None  # None: no capability suite
+    # What steering costs the model on lm-eval tasks; by default the model's own tasks (the
+    # testbed's), none for a model whose source names none. `[capability] tasks = []`: off.
+    capability: CapabilityConfig = field(default_factory=CapabilityConfig)
     # Score each method x suite operating point on every other suite (`bench.side_effects`):
-    # methods x suites x (suites - 1) more test cells per seed.
-    side_effects: bool = False
+    # up to methods x suites x (suites - 1) more test cells per seed (none at strength 0).
+    side_effects: bool = True
     report: bool = True
 
     def __post_init__(self) -> None:

@@ -159,16 +159,15 @@ def _check_tokenizer(folder: Path, config: ModelConfig, broken: str) -> None:
         raise UserError(f"{broken} has no tokenizer that loads ({reason})") from None
 
 
-def check_capability(config: CapabilityConfig | None) -> None:
-    """The capability suite's include path is a folder (its task names are lm-eval's to know:
+def check_capability(config: CapabilityConfig) -> None:
+    """The capability suite's include paths are folders (its task names are lm-eval's to know:
     checked when lm-eval indexes them, at the first operating point)."""
-    if config is None or config.include_path is None:
-        return
-    if not Path(config.include_path).is_dir():
-        raise UserError(
-            f"capability.include_path '{config.include_path}' is not a folder (for the testbed's "
-            "tasks: `steerbench testbed lm-eval-tasks` prints it)"
-        )
+    for path in config.include_paths:
+        if not Path(path).is_dir():
+            raise UserError(
+                f"capability.include_path '{path}' is not a folder (for the testbed's tasks: "
+                "`steerbench testbed lm-eval-tasks` prints it)"
+            )
 
 
 def load_data(tasks: Sequence[Task]) -> list[Splits]:

@@ -3,11 +3,13 @@
 The runner (and the CLI's ``-q``) set it for the duration of a run; a method's training loop
 asks ``progress_enabled()`` for its default, so ``steerbench run -q`` is quiet all the way down.
 Quiet reaches the libraries too: transformers' bars (its "Loading weights" bar, the hub's
-download bars), datasets' bars and transformers' informational log lines are off while it lasts.
+download bars), datasets' bars, lm-eval's request-building bars and transformers'
+informational log lines are off while it lasts.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,7 +55,21 @@ def _datasets_bars() -> Switch:
     )
 
 
-LIBRARY_BARS: tuple[Callable[[], Switch], ...] = (_transformers_bars, _datasets_bars)
+def _lm_eval_bars() -> Switch:
+    # lm-eval (0.4.13) builds each task's requests under a tqdm bar it has no switch for: quiet
+    # gives that module a silent tqdm while it lasts.
+    import lm_eval.api.task as task
+    from tqdm import tqdm
+
+    silent = functools.partial(tqdm, disable=True)
+    return (
+        lambda: task.tqdm is not silent,
+        lambda: setattr(task, "tqdm", silent),
+        lambda: setattr(task, "tqdm", tqdm),
+    )
+
+
+LIBRARY_BARS: tuple[Callable[[], Switch], ...] = (_transformers_bars, _datasets_bars, _lm_eval_bars)
 
 
 @contextmanager

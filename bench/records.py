@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.config import SelectionConfig
 from bench.errors import UserError
-from bench.stats import Interval
+from bench.stats import Difference, Interval
 
 SCHEMA_VERSION = 2
 UNSTEERED = "unsteered"  # the method label of the shared strength-0 cells
@@ -387,5 +387,5 @@ class Manifest:
 # The records a field may hold, by the name its annotation gives them.
 RECORDS: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Cost, CellKey, Derivation, ModelInfo, MethodEntry, TaskEntry, Interval)
+    for cls in (Cost, CellKey, Derivation, ModelInfo, MethodEntry, TaskEntry, Interval, Difference)
 }

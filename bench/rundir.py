@@ -12,6 +12,11 @@ Layout of a run directory (schema version `bench.records.SCHEMA_VERSION`):
     judgement.json         `Judgement` per task where a self-judging method ran (older runs:
                            none)
     fits.json              `Fit` per fitted (or cached) state
+    capability.json        `Capability` per operating point (`bench.capability`), and
+    capability_items.jsonl lm-eval's per-item scores behind them
+    capability/<key>.json  one finished lm-eval evaluation (what a re-run reuses)
+    side_effects.json      `SideEffect` per method x suite x other suite (`bench.side_effects`)
+    side_effects/          their cells, records, cells.jsonl and records.jsonl, laid out as here
     report/                the report (`reports.build_report`)
     .steerbench.lock       held (flock) by the run writing the folder
 
@@ -34,10 +39,10 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.errors import UserError, warn
 from bench.records import CellRecord, ExampleRecord, Manifest
@@ -52,13 +57,16 @@ RUN_FILES = (
     "capability.json",  # the capability suite (`bench.capability`), when configured
     "capability_items.jsonl",
     "side_effects.json",  # side effects across suites (`bench.side_effects`), when asked
-    "side_effects_items.jsonl",
+    "side_effects_items.jsonl",  # their records in runs of steerbench before side_effects/
     "judgement.json",
 )
+T = TypeVar("T")
 LOCK_FILE = ".steerbench.lock"
 # What steerbench writes at the top of a run folder (hidden files, such as the lock and the
 # temporary files of `write_atomic`, are never results and are not counted either way).
-OWN_FILES = frozenset({"manifest.json", "cells", "records", "report", *RUN_FILES})
+OWN_FILES = frozenset(
+    {"manifest.json", "cells", "records", "report", "capability", "side_effects", *RUN_FILES}
+)
 CORRUPT = ".corrupt"  # the suffix of a damaged file moved aside
 # Experiment keys that change no number in the folder: a re-run may differ in these.
 NOT_RESULTS = ("output_dir", "report", "threads")
@@ -328,6 +336,27 @@ class RunDir:
         text = "".join(dumps(e.to_dict()) + "\n" for e in examples)
         write_atomic(self.records_path(cell.id), text)
         write_atomic(self.cell_path(cell.id), dumps(cell.to_dict()))
+
+    # ------------------------------------------------------------------ other results
+    def stored(self, kind: str, key: str, parse: Callable[[Any], T]) -> T | None:
+        """What `store(kind, key, ...)` kept, read by `parse`; None when it is not there. One
+        that does not read back (damaged outside steerbench: `parse` raises) is moved aside
+        with a warning, and None returned so that the run computes it again."""
+        path = self.root / kind / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return parse(read_json(path))
+        except (UserError, KeyError, TypeError, ValueError) as error:
+            move_aside(path)
+            warn(
+                f"{path}: does not read back ({error}); moved aside ({CORRUPT}), computing it again"
+            )
+            return None
+
+    def store(self, kind: str, key: str, value: Any) -> None:
+        """A finished intermediate result of the run (an lm-eval evaluation), by content key."""
+        write_atomic(self.root / kind / f"{key}.json", dumps(value))
 
     def write_json(self, name: str, value: Any) -> None:
         write_atomic(self.root / name, json.dumps(to_json(value), indent=2, sort_keys=True) + "\n")

@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from bench.capability import Capability, CapabilityRun, capability_record, evaluate_capability
+from bench.capability import resolve
+from bench.capability_suite import CapabilitySuite
 from bench.config import Experiment, MethodSpec, TaskSpec
 from bench.distributed import SINGLE, Group
 from bench.errors import UserError
-from bench.evaluate import Evaluation, combine_shards, evaluate_cell, evaluate_shard, steering
+from bench.evaluate import Evaluation, combine_shards, evaluate_shard, steering
 from bench.judgement import measure
 from bench.method import Method, NotApplicable, iter_strengths
 from bench.params import parse
@@ -46,7 +47,7 @@ from bench.records import (
 from bench.registry import METHODS, TASKS
 from bench.rundir import RunDir
 from bench.selection import choose_strength
-from bench.side_effects import SideEffect
+from bench.side_effects import SIDE_EFFECTS, side_effect
 from bench.state import State, StateCache, content_key
 from bench.subject import Subject
 from bench.target import SteeringTarget
@@ -128,16 +129,17 @@ class Runner:
         self.fits: list[Fit] = []
         self.judgements: list[Judgement] = []  # per task with a self-judging method
         self.data: dict[str, TaskEntry] = {}  # per task: its scorers, data source, split sizes
-        # The capability suite: one record per (method, suite, strength) evaluated.
-        self.capability: dict[tuple[str, str, float], Capability] = {}
-        self._capability_items: list[str] = []
-        self._unsteered_capability: CapabilityRun | None = None
-        # Side effects across suites: each method x suite operating point (its state and
-        # strength), each suite's test examples and targets, and what was measured.
-        self._operating: list[tuple[PlannedMethod, str, State, float]] = []
+        # The capability suite (None: off, or no lm-eval task named for this model).
+        capability = resolve(experiment.capability, subject.capability_tasks)
+        self.capability = (
+            CapabilitySuite(capability, subject, run_dir, group) if capability else None
+        )
+        # Side effects across suites: each method x suite operating point (its state, the
+        # target it was fitted for, its strength) and each suite's test examples and targets.
+        self._operating: list[tuple[PlannedMethod, str, SteeringTarget, State, float]] = []
         self._suites: dict[str, tuple[Task, Splits, list[SteeringTarget]]] = {}
-        self.side_effects: list[SideEffect] = []
-        self._side_effect_items: list[str] = []
+        self.side_effects: list = []  # `bench.side_effects.SideEffect`, on rank 0
+        self._side_store = RunDir(run_dir.root / SIDE_EFFECTS)
         self._bar: tqdm | None = None
 
     # ------------------------------------------------------------------ the sweep
@@ -147,6 +149,7 @@ class Runner:
         main = self.group.main
         if main:
             self.run_dir.begin()
+            self._side_store.begin()
         with (
             progress_bars(self.progress),
             torch_threads(self.exp.threads),
@@ -164,14 +167,9 @@ class Runner:
         self.run_dir.write_records("fits.json", self.fits)
         if self.exp.side_effects:
             self.run_dir.write_records("side_effects.json", self.side_effects)
-            (self.run_dir.root / "side_effects_items.jsonl").write_text(
-                "".join(self._side_effect_items)
-            )
-        if self.exp.capability is not None:
-            self.run_dir.write_records("capability.json", self.capability.values())
-            (self.run_dir.root / "capability_items.jsonl").write_text(
-                "".join(self._capability_items)
-            )
+            self._side_store.consolidate(c for e in self.side_effects for c in e.cells)
+        if self.capability is not None:
+            self.capability.write()
         self.run_dir.write_records("judgement.json", self.judgements)
         self.run_dir.consolidate(self.cell_ids)
 
@@ -210,7 +208,7 @@ class Runner:
             select = self._sweep(
                 planned, task, splits, "select", targets["select"], states, planned.strengths
             )
-            budget = self.exp.capability.budget if self.exp.capability else None
+            budget = self.capability.config.budget if self.capability else None
             if budget is not None:  # strengths that cost more capability are no candidates
                 kept = {
                     s
@@ -253,84 +251,70 @@ class Runner:
             self._bar.update(
                 (len(planned.strengths) - len(set(test_strengths))) * len(self.exp.seeds)
             )
-            if self.exp.capability is not None:
+            if self.capability is not None:
                 self._capability(planned, task, states, targets["test"], chosen.strength)
             if targets["test"]:
-                state = states[targets["test"][0].name]
-                self._operating.append((planned, task.name, state, chosen.strength))
+                first = targets["test"][0]
+                self._operating.append(
+                    (planned, task.name, first, states[first.name], chosen.strength)
+                )
 
     # ------------------------------------------------------------------ side effects
     def _side_effects(self) -> None:
-        """Each operating point's state scored on every other suite's test split (the
-        unsteered model, strength 0, has no side effect by construction: not evaluated)."""
-        from bench.rundir import dumps
-
-        for planned, source, state, strength in self._operating:
-            if strength == 0.0:
-                continue
-            steer = lambda target, p=planned, st=state, s=strength: p.method.steer(
-                self.subject, st, s
-            )
+        """Each operating point's state scored on every other suite's test split, as cells of
+        their own (`side_effects/`: resumed, sharded and healed like any cell). The unsteered
+        model, strength 0, has no side effect by construction: not evaluated."""
+        points = [p for p in self._operating if p[4] != 0.0]
+        self._bar.total += len(points) * (len(self._suites) - 1) * len(self.exp.seeds)
+        for planned, source, target, state, strength in points:
             for name, (task, splits, targets) in self._suites.items():
                 if name == source:
                     continue
-                for seed in self.exp.seeds:
-                    evaluated = evaluate_cell(
-                        self.evaluation, task, splits.test, targets, steer, seed
-                    )
-                    result = evaluated.result
-                    effect = SideEffect(
-                        planned.label,
-                        source,
-                        name,
+                # Every example steered by the one state, whatever its own target.
+                states = {t.name: state for t in targets}
+                origin = {"fitted_for": source, "target": target.to_dict()}
+                steered = [
+                    self._cell(
+                        planned,
+                        task,
+                        splits,
+                        "test",
+                        targets,
+                        states,
                         strength,
                         seed,
-                        task.primary_metric,
-                        result.metrics.get(task.primary_metric, float("nan")),
-                        result.n_examples,
+                        store=self._side_store,
+                        origin=origin,
                     )
-                    self.side_effects.append(effect)
-                    where = {"method": planned.label, "fitted_for": source, "seed": seed}
-                    self._side_effect_items.extend(
-                        dumps({**where, **e.to_dict()}) + "\n" for e in evaluated.examples
+                    for seed in self.exp.seeds
+                ]
+                self._bar.update(len(self.exp.seeds))
+                unsteered = [  # finished already: the suite's own sweep ran them
+                    self._cell(planned, task, splits, "test", targets, states, 0.0, seed)
+                    for seed in self.exp.seeds
+                ]
+                if self.group.main:
+                    self.side_effects.append(
+                        side_effect(
+                            planned.label,
+                            source,
+                            task,
+                            strength,
+                            steered,
+                            unsteered,
+                            (self.run_dir, self._side_store),
+                        )
                     )
 
     # ------------------------------------------------------------------ capability
-    def _capability(self, planned, task, states, targets, strength: float) -> Capability:
-        """lm-eval's capability tasks with `planned`'s state for `task` at `strength`: the
-        state of the suite's first test target (a suite with one target per example, such as
-        fact injection, is represented by its first injection)."""
-        from bench.lm_eval_model import Steering
-
-        key = (planned.label, task.name, float(strength))
-        if key in self.capability:
-            return self.capability[key]
-        config = self.exp.capability
-        if self._unsteered_capability is None:
-            self._unsteered_capability = evaluate_capability(self.subject, Steering(), config)
-            self._keep_items(UNSTEERED, "", 0.0, self._unsteered_capability)
-        if strength == 0.0:
-            run = self._unsteered_capability
-        else:
-            state = states[targets[0].name]
-            run = evaluate_capability(
-                self.subject, Steering(planned.method, state, strength), config
-            )
-            self._keep_items(planned.label, task.name, strength, run)
-        record = capability_record(
-            planned.label, task.name, strength, run, self._unsteered_capability
+    def _capability(self, planned, task, states, targets, strength: float):
+        """The capability suite with `planned`'s state for `task` at `strength`: the state of
+        the suite's first test target (a suite with one target per example, such as fact
+        injection, is represented by its first injection)."""
+        first = targets[0]
+        return self.capability.at(
+            planned.label, planned.method, task.name, first.to_dict(), states[first.name], strength
         )
-        self.capability[key] = record
-        return record
-
-    def _keep_items(self, method: str, task: str, strength: float, run: CapabilityRun) -> None:
-        from bench.rundir import dumps
-
-        for lm_eval_task, items in run.items.items():
-            for item in items:
-                line = {"method": method, "task": task, "strength": strength}
-                line |= {"lm_eval_task": lm_eval_task, **item}
-                self._capability_items.append(dumps(line) + "\n")
 
     def _judge(self, task: Task, splits: Splits) -> None:
         """The subject's own judgement of the task, once, where a self-judging method runs:
@@ -388,11 +372,24 @@ class Runner:
         )
 
     def _cell(
-        self, planned, task, splits, split, targets, states, strength, seed
+        self,
+        planned,
+        task,
+        splits,
+        split,
+        targets,
+        states,
+        strength,
+        seed,
+        *,
+        store: RunDir | None = None,
+        origin: dict | None = None,
     ) -> CellRecord | None:
-        """The cell's record, evaluated unless this run directory already has it (None on ranks
-        other than 0, which hold no records). Strength 0 is the unsteered model for every
-        method: one cell per (task, split, seed), shared."""
+        """The cell's record, evaluated unless `store` (the run folder) already has it (None
+        on ranks other than 0, which hold no records). Strength 0 is the unsteered model for
+        every method: one cell per (task, split, seed), shared. A side-effect cell lives in
+        its own store and says which suite's state steers it (`origin`); it is not one of the
+        run's cells (cells.jsonl)."""
         self._bar.set_postfix_str(
             f"{task.name}/{planned.label}/{split}/s={strength:g}", refresh=False
         )
@@ -403,12 +400,13 @@ class Runner:
         else:
             key = CellKey(planned.label, planned.method.name, task.name, split, strength, seed)
             method_part = {**planned.method.fit_key_parts(), "label": planned.label}
+            method_part |= {"side_effect_of": origin} if origin else {}
             steer = steering(planned.method, self.subject, states, strength)
 
         cell_id = self._cell_id(key, method_part, task)
-        main = self.group.main
+        main, store = self.group.main, store or self.run_dir
         # None: not there, or damaged and moved aside
-        cell = self.run_dir.finished_cell(cell_id) if main else None
+        cell = store.finished_cell(cell_id) if main else None
         if not self.group.broadcast(cell is not None):
             examples = splits.get(split)
             mine = self.group.shard(len(examples), self.exp.generation.batch_size)
@@ -426,9 +424,10 @@ class Runner:
             if main:
                 evaluated = combine_shards(task, shards, len(examples))
                 record = CellRecord(cell_id, key, evaluated.result)
-                self.run_dir.write_cell(record, evaluated.examples)
-                cell = self.run_dir.read_cell(cell_id)  # as stored (non-finite read as NaN)
-        self.cell_ids.append(cell_id)
+                store.write_cell(record, evaluated.examples)
+                cell = store.read_cell(cell_id)  # as stored (non-finite read as NaN)
+        if store is self.run_dir:
+            self.cell_ids.append(cell_id)
         return cell
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
+from bench.capability import OwnTasks
 from bench.config import ModelConfig
 from bench.subject import Subject
 
@@ -31,6 +32,12 @@ class ModelSource(Protocol):
         """n_docs -> up to that many documents the model was trained on; None when unknown."""
         ...
 
+    def capability_tasks(self, config: ModelConfig) -> OwnTasks | None:
+        """The lm-eval tasks that measure this model's capability by default (`[capability]
+        tasks = ["model"]`), None when the source names none. Optional: a source without this
+        method names none."""
+        ...
+
 
 class HubSource:
     """A hub id or a local directory: what `from_pretrained` reads, no training corpus known."""
@@ -46,6 +53,9 @@ class HubSource:
 
     def training_corpus(self, config: ModelConfig) -> Callable[[int], list[str]] | None:
         return None
+
+    def capability_tasks(self, config: ModelConfig) -> OwnTasks | None:
+        return None  # which of lm-eval's tasks suit a hub model is the user's call
 
 
 def model_source(config: ModelConfig) -> ModelSource:
@@ -70,4 +80,6 @@ def load_subject(config: ModelConfig, progress: bool = True) -> Subject:
     )
     subject.name = source.display_name(config)
     subject.training_corpus = source.training_corpus(config)
+    own = getattr(source, "capability_tasks", None)  # optional in a third-party source
+    subject.capability_tasks = own(config) if own is not None else None
     return subject

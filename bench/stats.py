@@ -173,19 +173,21 @@ def _interval(
         result = stats.bootstrap(
             (np.arange(n),), statistic, n_resamples=n_resamples, method="BCa", **common
         )
-    method = "bootstrap BCa"
-    low, high = result.confidence_interval
-    if not (np.isfinite(low) and np.isfinite(high)):
-        result = stats.bootstrap(
-            (np.arange(n),),
-            statistic,
-            n_resamples=0,
-            method="percentile",
-            bootstrap_result=result,
-            **common,
-        )
-        method = "bootstrap percentile"
+        method = "bootstrap BCa"
         low, high = result.confidence_interval
+        if not (np.isfinite(low) and np.isfinite(high)):
+            # (A resample whose statistic is undefined, such as a ratio over a zero mean, is
+            # NaN; the percentile interval is NaN too then, and says so without a warning.)
+            result = stats.bootstrap(
+                (np.arange(n),),
+                statistic,
+                n_resamples=0,
+                method="percentile",
+                bootstrap_result=result,
+                **common,
+            )
+            method = "bootstrap percentile"
+            low, high = result.confidence_interval
     return Interval(estimate, float(low), float(high), level, n, method)
 
 

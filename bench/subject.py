@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -28,6 +28,9 @@ from bench.errors import UserError
 from bench.positions import PositionTracker, TokenPositions
 from bench.sampling import StreamSampling, stream_seeds
 from bench.tensors import padded
+
+if TYPE_CHECKING:  # bench.capability imports this module
+    from bench.capability import OwnTasks
 
 # A steering hook gets the hooked activation (batch, seq, d_model) and the positions of its
 # tokens, and returns a replacement activation (or None to leave it as it is).
@@ -134,6 +137,8 @@ class Subject:
         # Documents the model was trained on, when its source knows them (n_docs -> texts);
         # set by `bench.sources.load_subject`.
         self.training_corpus: Callable[[int], list[str]] | None = None
+        # The lm-eval tasks its model source names for it (`bench.capability.OwnTasks`).
+        self.capability_tasks: OwnTasks | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod

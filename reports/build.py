@@ -71,6 +71,14 @@ def _share(value: float) -> str:
     return f"{value:.0%}" if math.isfinite(value) else "–"
 
 
+def _retained(capability: tuple[float, Interval | None]) -> str:
+    """Capability retained with its interval over lm-eval's items: "97% [94%, 99%]"."""
+    value, found = capability
+    if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
+        return _share(value)
+    return f"{_share(value)} [{found.low:.0%}, {found.high:.0%}]"
+
+
 def _mark(row: Headline) -> str:
     return "★ " if row.best else "= " if row.tied else ""
 
@@ -129,7 +137,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
         "repetition",
         "s / cell (x unst. cell)",
         "tokens/s (x unst. cell)",
-        *(["capability retained"] if cap else []),
+        *(["capability retained [95% CI]"] if cap else []),
         "fit s",
         *(["self-judgement [95% CI]"] if judged else []),
         "notes",
@@ -198,7 +206,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _tokens(test.tokens_per_second.mean, row.cost_ratio("tokens_per_second"))
                     if test
                     else "–",
-                    *([_share(row.capability_retained)] if cap else []),
+                    *([_retained(row.capability)] if cap else []),
                     fmt(row.fit_seconds),
                     *([_judgement(row.judgement)] if judged else []),
                     "; ".join(row.notes),
@@ -346,8 +354,9 @@ def _side_effect_blocks(runs: Sequence[Run], tables: Mapping[str, list]) -> list
             Para(
                 "Each method's state fitted for one suite (rows), at that suite's operating "
                 "strength, scored on every suite's primary metric on test (columns): the steered "
-                "mean minus the unsteered model's (↑: higher is better, ↓: lower). The diagonal "
-                "is the suite's own gain; strength 0 is the unsteered model."
+                "mean minus the unsteered model's, paired by example, with its 95% interval (↑: "
+                "higher is better, ↓: lower). The diagonal is the suite's own effect; strength 0 "
+                "is the unsteered model."
             )
         )
         rows = {task: per_run[i] for task, per_run in tables.items()}

@@ -165,14 +165,19 @@ class Headline:
     notes: tuple[str, ...] = field(default_factory=tuple)
     uncertainty: Uncertainty | None = None  # None: the run kept no per-example records
     # The capability suite's verdict at this operating point (steered / unsteered, the mean
-    # over its lm-eval tasks); NaN where it did not run (or not at this strength).
-    capability_retained: float = math.nan
+    # over its lm-eval tasks) and its interval over lm-eval's items; NaN where it did not run
+    # (or not at this strength).
+    capability: tuple[float, Interval | None] = (math.nan, None)
     # A self-judging method's: the subject's judgement of the suite (None: not measured).
     judgement: Judgement | None = None
 
     @property
     def effect(self) -> float:
         return self.test.mean(self.primary_metric) if self.test else math.nan
+
+    @property
+    def capability_retained(self) -> float:
+        return self.capability[0]
 
     @property
     def select_gain(self) -> float:
@@ -217,6 +222,12 @@ def choose(run: Run, task: str, method: str, budget: float | None) -> tuple[Choi
         budget = run.budget  # an interrupted run has no selection.json yet
     primary, directions = task_info(run, task)
     cells = [c for c in run.cells if c.task == task and c.method == method and c.split == "select"]
+    if run.capability_budget is not None:  # as the runner did: strengths that cost more go
+        cells = [
+            c
+            for c in cells
+            if _capability(run, method, task, c.strength)[0] >= run.capability_budget
+        ]
     choice = choose_strength(
         method,
         task,
@@ -234,11 +245,12 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _capability(run: Run, method: str, task: str, strength: float) -> float:
+def _capability(run: Run, method: str, task: str, strength: float) -> tuple[float, Interval | None]:
+    """Capability retained at this point and its interval (NaN, None: not measured)."""
     if strength == 0.0:  # the unsteered model retains everything, measured or not
-        return 1.0 if run.capability else math.nan
+        return (1.0 if run.capability else math.nan), None
     found = run.capability_at(method, task, strength)
-    return found.capability_retained if found else math.nan
+    return (found.capability_retained, found.interval) if found else (math.nan, None)
 
 
 def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline]:
@@ -300,7 +312,7 @@ def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline
                 ),
                 degenerate_strengths=tuple(broken),
                 notes=tuple(notes),
-                capability_retained=_capability(run, method, task, strength),
+                capability=_capability(run, method, task, strength),
                 judgement=judgement,
             )
         )

@@ -66,6 +66,11 @@ class Run:
             None,
         )
 
+    @property
+    def capability_budget(self) -> float | None:
+        """The capability the operating points had to retain (None: no such budget)."""
+        return (self.manifest.experiment.get("capability") or {}).get("budget")
+
     # The subject's self-judgement per task (`bench.judgement`); () in runs that predate it.
     judgements: tuple[Judgement, ...] = ()
 

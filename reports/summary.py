@@ -18,6 +18,8 @@ Schema (`"schema": "steerbench.summary"`, `"version": 1`):
           "metrics":   {name: {"mean", "std", "min", "max", "n",      # over seeds, on test
                                "ci_low", "ci_high", "ci_level",       # bootstrap over examples
                                "higher_is_better"}},
+                   # with the capability suite, also "capability_retained" (one lm-eval
+                   # measurement, its interval over lm-eval's items; the check compares it)
           "unsteered": {name: {...same...}},   # the unsteered model on test
           "vs_unsteered" | "vs_prompting": null | {"estimate", "ci_low", "ci_high", "ci_level",
                    "p_value", "p_holm", "n_examples"},   # primary metric, paired by example
@@ -29,7 +31,9 @@ Schema (`"schema": "steerbench.summary"`, `"version": 1`):
                    "fit_seconds"},
           "notes": [str]
         }],
-        "skipped": [{"method", "task", "reason"}]
+        "skipped": [{"method", "task", "reason"}],
+        "capability": [Capability],            # bench.capability records (lm-eval per task)
+        "side_effects": [SideEffect]           # bench.side_effects records
       }]
     }
 
@@ -77,6 +81,16 @@ def _metrics(
         }
         for name, stat in point.metrics.items()
     }
+
+
+def _capability(row: Headline) -> dict:
+    """Capability retained at the operating point, as a metric the check compares like the
+    others: one lm-eval measurement (no spread over seeds) with its interval over items."""
+    value, found = row.capability
+    if not math.isfinite(value):
+        return {}
+    stat = {"mean": value, "std": None, "min": value, "max": value, "n": 1}
+    return {"capability_retained": {**stat, **_interval(found), "higher_is_better": True}}
 
 
 def _interval(found: Interval | None) -> dict:
@@ -147,7 +161,10 @@ def row_dict(row: Headline) -> dict:
         "degenerate": bool(test and test.degenerate),
         "n_seeds": test.seeds if test else 0,
         "n_examples": test.n_examples if test else 0,
-        "metrics": _metrics(test, row.higher_is_better, u.intervals if u else {}),
+        "metrics": {
+            **_metrics(test, row.higher_is_better, u.intervals if u else {}),
+            **_capability(row),
+        },
         "unsteered": _metrics(row.reference, row.higher_is_better, u.reference if u else {}),
         **_uncertainty(row),
         "cost": {
@@ -177,6 +194,8 @@ def run_summary(run: Run, budget: float | None = None) -> tuple[dict, list[list[
         "inputs_digest": run.digest,
         "rows": [row_dict(row) for rows in tables for row in rows],
         "skipped": [s.to_dict() for s in run.skipped],
+        "capability": [c.to_dict() for c in run.capability],
+        "side_effects": [e.to_dict() for e in run.side_effects],
     }
     return entry, tables
 

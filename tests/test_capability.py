@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 pytest.importorskip("lm_eval", reason="lm_eval is not installed")
 
-from bench.capability import Capability, TaskScore, retained  # noqa: E402
+from bench.capability import (  # noqa: E402
+    Capability,
+    CapabilityRun,
+    OwnTasks,
+    TaskScore,
+    capability_record,
+    resolve,
+    retained,
+)
 from bench.config import (  # noqa: E402
     CapabilityConfig,
     Experiment,
@@ -101,7 +111,7 @@ def test_a_capability_budget_keeps_only_strengths_that_retain_it(tmp_path, gpt2_
         ("caa", 8.0),
     }
     for choice in runner.selection:
-        record = runner.capability[(choice.method, choice.task, choice.strength)]
+        record = runner.capability.records[(choice.method, choice.task, choice.strength)]
         assert record.capability_retained >= 0.99
     for record in records:
         assert record.capability_retained == pytest.approx(
@@ -140,7 +150,8 @@ def test_the_headline_table_gains_a_capability_column(tmp_path, gpt2_subject):
     header = next(line for line in text.splitlines() if line.startswith("| method"))
     assert "capability retained" in header
     # A run without the capability suite has no such column.
-    plain = Experiment(**{**vars(exp), "capability": None, "output_dir": str(tmp_path / "plain")})
+    off = CapabilityConfig(tasks=())
+    plain = Experiment(**{**vars(exp), "capability": off, "output_dir": str(tmp_path / "plain")})
     Runner(plain, gpt2_subject, RunDir(plain.output_dir), progress=False).run()
     assert "capability retained" not in build_report([tmp_path / "plain"]).read_text()
 
@@ -155,7 +166,6 @@ def test_retained_is_oriented_so_that_below_one_is_a_loss():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"tasks": []}, "tasks = [] runs nothing"),
         ({"tasks": ["a"], "limit": 0}, "limit must be at least 1"),
         ({"tasks": ["a"], "budget": 1.5}, "budget must be a number in (0, 1]"),
         ({"tasks": ["a"], "num_fewshot": -1}, "num_fewshot must be >= 0"),
@@ -165,6 +175,95 @@ def test_retained_is_oriented_so_that_below_one_is_a_loss():
 def test_bad_capability_config_is_a_one_line_error(data, message):
     with pytest.raises(UserError, match=re.escape(message)):
         parse(CapabilityConfig, data, "capability")
+
+
+def test_tasks_model_names_the_model_sources_own_tasks():
+    own = OwnTasks(("testbed_facts", "testbed_text"), "/own")
+    default = CapabilityConfig()  # tasks = ["model"]
+    assert resolve(default, own) == CapabilityConfig(
+        tasks=("testbed_facts", "testbed_text"), include_path=("/own",)
+    )
+    # A hub model names none: nothing left to run, the suite is off (the CLI warns).
+    assert resolve(default, None) is None
+    # Named tasks and the model's own together; the user's folders first.
+    mixed = CapabilityConfig(tasks=("hellaswag", "model"), include_path="/mine")
+    assert resolve(mixed, own).tasks == ("hellaswag", "testbed_facts", "testbed_text")
+    assert resolve(mixed, own).include_paths == ("/mine", "/own")
+    assert resolve(CapabilityConfig(tasks=("hellaswag",)), own).include_paths == ()
+    # tasks = [] turns it off, whatever the model names.
+    assert parse(CapabilityConfig, {"tasks": []}, "capability").tasks == ()
+    assert resolve(CapabilityConfig(tasks=()), own) is None
+
+
+def _run_of(acc: dict[str, list[float]], ppl: list[tuple[float, float]] | None = None):
+    """A CapabilityRun from per-item values: accuracies per task, and a perplexity task's
+    (log-likelihood, words) items."""
+    scores = {t: TaskScore("acc,none", sum(v) / len(v), True, "mean") for t, v in acc.items()}
+    items = {t: tuple({"doc_id": i, "acc": x} for i, x in enumerate(v)) for t, v in acc.items()}
+    if ppl is not None:
+        value = math.exp(-sum(ll for ll, _ in ppl) / sum(w for _, w in ppl))
+        scores["text"] = TaskScore("word_perplexity,none", value, False, "weighted_perplexity")
+        items["text"] = tuple(
+            {"doc_id": i, "word_perplexity": [ll, w]} for i, (ll, w) in enumerate(ppl)
+        )
+    return CapabilityRun(scores, items)
+
+
+def test_capability_retained_has_a_paired_interval_over_items():
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.8
+    lost = base & (rng.random(200) < 0.25)  # a quarter of the right answers lost
+    ppl = [(-float(w) * 2.0, float(w)) for w in rng.integers(5, 20, 200)]
+    worse = [(ll * 1.1, w) for ll, w in ppl]
+    unsteered = _run_of({"qa": base.astype(float).tolist()}, ppl)
+    steered = _run_of({"qa": (base & ~lost).astype(float).tolist()}, worse)
+    record = capability_record("caa", "toy", 4.0, steered, unsteered)
+    # The estimate is lm-eval's own aggregate ratio; the interval brackets it.
+    ratio_qa = steered.scores["qa"].value / unsteered.scores["qa"].value
+    ratio_text = unsteered.scores["text"].value / steered.scores["text"].value
+    assert record.retained["qa"] == pytest.approx(ratio_qa)
+    assert record.retained["text"] == pytest.approx(ratio_text)
+    assert record.interval.estimate == pytest.approx(record.capability_retained)
+    assert record.interval.low < record.capability_retained < record.interval.high < 1.0
+    for task in ("qa", "text"):
+        found = record.intervals[task]
+        assert found.low - 1e-12 <= record.retained[task] <= found.high + 1e-12  # rounding
+    # Paired by item: the same loss on the same items is a tight interval; one on other items
+    # (unpaired, as if two draws of items) would be about as wide as the scores' own spread.
+    assert record.intervals["qa"].half_width < 0.1
+    # The unsteered model against itself: exactly 1, no width.
+    same = capability_record("unsteered", "", 0.0, unsteered, unsteered)
+    assert (same.interval.low, same.interval.high) == (1.0, 1.0)
+    # A metric lm-eval aggregates otherwise (F1) has its ratio but no interval.
+    odd = _run_of({"qa": base.astype(float).tolist()})
+    odd = CapabilityRun({"qa": replace(odd.scores["qa"], aggregation="f1")}, odd.items)
+    assert capability_record("caa", "toy", 4.0, odd, odd).interval is None
+
+
+def test_a_rerun_reuses_the_lm_eval_evaluations(tmp_path, gpt2_subject, monkeypatch):
+    """Each lm-eval evaluation is kept in the run folder by content: a second run into it (a
+    resume) runs lm-eval for none of them, and reports the same records."""
+    import bench.capability_suite as suite
+
+    exp = _experiment(tmp_path)
+    Runner(exp, gpt2_subject, RunDir(exp.output_dir), progress=False).run()
+    first = (tmp_path / "run" / "capability.json").read_text()
+    stored = list((tmp_path / "run" / "capability").glob("*.json"))
+    assert len(stored) == 1 + sum(1 for r in _records(tmp_path) if r.strength)
+
+    def fails(*args, **kwargs):
+        raise AssertionError("lm-eval ran again")
+
+    monkeypatch.setattr(suite, "evaluate_capability", fails)
+    Runner(exp, gpt2_subject, RunDir(exp.output_dir), progress=False).run()
+    assert (tmp_path / "run" / "capability.json").read_text() == first
+    # A damaged one is moved aside and computed again.
+    stored[0].write_text("{")
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="does not read back"):
+        Runner(exp, gpt2_subject, RunDir(exp.output_dir), progress=False).run()
+    assert (tmp_path / "run" / "capability.json").read_text() == first
+    assert stored[0].with_name(stored[0].name + ".corrupt").exists()
 
 
 def test_an_unknown_lm_eval_task_is_a_user_error(tmp_path, gpt2_subject):
@@ -191,3 +290,48 @@ def test_a_missing_include_path_fails_before_the_model_loads(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "capability.include_path" in err and "is not a folder" in err
     assert len(err.splitlines()) == 1
+
+
+def test_summary_and_check_carry_capability(tmp_path, gpt2_subject, monkeypatch, capsys):
+    """summary.json rows carry capability retained (with its interval) as a metric, the runs
+    carry the records, and `steerbench check` compares it like any metric."""
+    import bench.runner
+    from bench.cli import main
+    from reports.build import build_report
+
+    real = bench.runner.choose_strength
+
+    def strongest(method, task, cells, *args, **kwargs):  # a steered operating point
+        choice = real(method, task, cells, *args, **kwargs)
+        return replace(choice, strength=max(c.strength for c in cells))
+
+    monkeypatch.setattr(bench.runner, "choose_strength", strongest)
+    exp = _experiment(tmp_path)
+    Runner(exp, gpt2_subject, RunDir(exp.output_dir), progress=False).run()
+    build_report([tmp_path / "run"])
+    data = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    entry = data["runs"][0]
+    records = {(r.method, r.strength): r for r in _records(tmp_path)}
+    assert len(entry["capability"]) == len(records)
+    assert all(row["strength"] for row in entry["rows"])
+    for row in entry["rows"]:
+        stat = row["metrics"]["capability_retained"]
+        record = records[(row["method"], row["strength"])]
+        assert stat["mean"] == pytest.approx(record.capability_retained)
+        assert stat["higher_is_better"] is True and stat["ci_level"] == 0.95
+        # (3 items a task here: a resample without a right unsteered answer has no ratio, and
+        # the interval is then left open: null; the interval itself is tested above.)
+        if stat["ci_low"] is not None:
+            assert stat["ci_low"] <= stat["mean"] <= stat["ci_high"]
+    # Against itself the check passes; against a baseline that retained far more, it fails
+    # naming capability_retained.
+    assert main(["check", str(tmp_path / "run"), "--baseline", str(tmp_path / "run")]) == 0
+    for row in entry["rows"]:
+        row["metrics"]["capability_retained"]["mean"] += 1.0
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "run"), "--baseline", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    regressed = [line for line in out.splitlines() if line.startswith("REGRESSED")]
+    assert regressed and all("capability_retained" in line for line in regressed)

@@ -37,3 +37,28 @@ def test_default_run_covers_every_method_and_suite_and_writes_the_report(
     assert not skipped, skipped
     assert not any(c["degenerate"] for c in cells if c["strength"] == 0.0)
     assert (run_dir / "report" / "report.md").exists() or (run_dir / "report.md").exists()
+    # What steering costs: capability retained at every operating point (the testbed's own
+    # lm-eval tasks, with intervals), and each steered point scored on every other suite.
+    selection = json.loads((run_dir / "selection.json").read_text())
+    capability = json.loads((run_dir / "capability.json").read_text())
+    measured = {(c["method"], c["task"], c["strength"]) for c in capability}
+    assert {(c["method"], c["task"], c["strength"]) for c in selection} <= measured
+    assert all(set(c["scores"]) == {f"testbed_{t}" for t in ("facts", "grammar", "reading",
+               "text")} for c in capability)  # fmt: skip
+    steered = [c for c in capability if c["strength"]]
+    assert steered and all(c["interval"] is not None for c in steered)
+    effects = json.loads((run_dir / "side_effects.json").read_text())
+    points = {(c["method"], c["task"]) for c in selection if c["strength"]}
+    assert {(e["method"], e["fitted_for"], e["scored_on"]) for e in effects} == {
+        (m, t, other) for m, t in points for other in TASKS.names() if other != t
+    }
+    report = next(
+        p for p in (run_dir / "report" / "report.md", run_dir / "report.md") if p.exists()
+    )
+    text = report.read_text()
+    assert "capability retained [95% CI]" in text and "## Side effects across suites" in text
+    # SelfControl and the prefix controller climb the model's own judgement: measured per suite.
+    judged = json.loads((run_dir / "judgement.json").read_text())
+    assert {j["task"] for j in judged} == set(TASKS.names())
+    assert all({"selfcontrol", "prefix"} <= set(j["methods"]) for j in judged)
+    assert "self-judgement [95% CI]" in text

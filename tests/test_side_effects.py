@@ -80,23 +80,48 @@ def test_each_operating_point_is_scored_on_every_other_suite(tmp_path, gpt2_subj
             == {"toy": "great_rate", "toy_preference": "prefers_great"}[effect["scored_on"]]
         )
         assert effect["n_examples"] == 3 and math.isfinite(effect["value"])
-    items = (tmp_path / "run" / "side_effects_items.jsonl").read_text().splitlines()
+        assert effect["seeds"] == [0] and len(effect["cells"]) == 1
+        # Paired by example against the unsteered model on the same examples and seeds.
+        found = effect["difference"]
+        assert found["estimate"] == pytest.approx(effect["value"] - effect["unsteered"])
+        assert found["low"] <= found["estimate"] <= found["high"] and found["n"] == 3
+    # The side-effect cells are cells of their own, beside (not among) the run's cells.
+    side = tmp_path / "run" / "side_effects"
+    items = (side / "records.jsonl").read_text().splitlines()
     assert len(items) == 3 * len(effects)
+    assert len((side / "cells.jsonl").read_text().splitlines()) == len(effects)
     assert gpt2_subject.attachments == 0
 
     run = load_run(tmp_path / "run")
     assert len(run.side_effects) == len(effects)
+    assert all(c.id not in {e["cells"][0] for e in effects} for c in run.cells)
     text = build_report([tmp_path / "run"]).read_text()
     assert "## Side effects across suites" in text
     header = next(line for line in text.splitlines() if line.startswith("| state fitted for"))
     assert "toy_preference: prefers_great ↑" in header and "toy: great_rate ↑" in header
     row = next(line for line in text.splitlines() if line.startswith("| toy_preference (30)"))
     assert "(own)" in row
-    # Each entry is the steered mean minus the unsteered model's on the scored suite's test.
+    # Each entry is the steered mean minus the unsteered model's on the scored suite's test,
+    # with its interval.
     cells = [c for c in run.cells if c.task == "toy" and c.split == "test" and c.strength == 0]
     base = sum(c.metrics["great_rate"] for c in cells) / len(cells)
     value = next(e["value"] for e in effects if e["scored_on"] == "toy")
-    assert f"{value - base:+.3g}" in row.split("|")[3]
+    assert row.split("|")[3].strip().startswith(f"{value - base:+.3g} [")
+
+
+def test_a_rerun_resumes_the_side_effect_cells(tmp_path, gpt2_subject, strongest, monkeypatch):
+    """Side-effect cells are finished cells like any: a re-run into the folder computes none of
+    them again (nor any other cell) and writes the same records."""
+    _run(tmp_path, gpt2_subject, side_effects=True)
+    first = (tmp_path / "run" / "side_effects.json").read_text()
+    import bench.runner
+
+    def fails(*args, **kwargs):
+        raise AssertionError("a finished cell was evaluated again")
+
+    monkeypatch.setattr(bench.runner, "evaluate_shard", fails)
+    _run(tmp_path, gpt2_subject, side_effects=True)
+    assert (tmp_path / "run" / "side_effects.json").read_text() == first
 
 
 def test_no_side_effects_unless_asked(tmp_path, gpt2_subject):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+from bench.capability import OwnTasks
 from bench.config import ModelConfig
 
 
@@ -27,6 +28,12 @@ class TestbedSource:
             return [d.text for d in generate_corpus(seed=config.testbed_seed, n_docs=n_docs)]
 
         return documents
+
+    def capability_tasks(self, config: ModelConfig) -> OwnTasks:
+        from tasks.testbed.capability import ensure_lm_eval_tasks
+        from tasks.testbed.lm_eval_tasks import TASKS
+
+        return OwnTasks(tuple(t.name for t in TASKS), str(ensure_lm_eval_tasks()))
 
 
 BUILTIN_MODEL_SOURCES = (TestbedSource(),)
