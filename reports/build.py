@@ -17,7 +17,7 @@ from bench.selection import RULES
 from bench.stats import Difference, Interval
 from reports import figures
 from reports.headline import Headline, curves, unsteered
-from reports.judgement import cell
+from reports.judgement import cell, effect_blocks
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
 from reports.runs import Run, load_runs
 from reports.summary import run_summary, summary, write_summary
@@ -436,6 +436,7 @@ def build_report(
                 "its 95% bootstrap interval; right is better; filled black = best, hollow = tied.",
             )
         )
+    blocks.extend(effect_blocks(tables, colours, fig_dir))
     for task, per_run in tables.items():
         blocks.append(Heading(2, f"Suite: {task}"))
         if not any(per_run):

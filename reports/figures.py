@@ -276,7 +276,7 @@ def fluency_figure(
     return fig
 
 
-def _difference(row: Headline) -> tuple[float, float, float]:
+def vs_unsteered(row: Headline) -> tuple[float, float, float]:
     """(estimate, low, high) of the row's paired difference from unsteered; without per-example
     records, the difference of means with no interval."""
     found = row.uncertainty.vs_unsteered if row.uncertainty else None
@@ -309,7 +309,7 @@ def overview_figure(
         higher = rows[0].higher_is_better.get(rows[0].primary_metric, True)
         ys = list(range(len(rows)))[::-1]
         for y, r in zip(ys, rows):
-            estimate, low, high = _difference(r)
+            estimate, low, high = vs_unsteered(r)
             if not _finite(estimate):
                 continue
             if _finite(low) and _finite(high):

@@ -191,3 +191,81 @@ def test_older_runs_have_no_judgement_column():
     assert run.judgements == ()
     table = headline_table("toy_sentiment", [headlines(run, "toy_sentiment", 1000)], [run])
     assert "self-judgement [95% CI]" not in table.header
+
+
+def _tables(run_dir: Path):
+    from reports.headline import headlines
+    from reports.runs import load_runs
+
+    runs = load_runs([run_dir])
+    return {task: [headlines(run, task) for run in runs] for task in runs[0].tasks}
+
+
+JUDGED = [  # the fixture's `meandiff` (and on one suite `prompting`) stand in as self-judging
+    Judgement(
+        "toy_sentiment",
+        "m",
+        pairwise=Interval(0.52, 0.45, 0.59, n=40),
+        methods=("meandiff", "prompting"),
+    ),
+    Judgement("toy_toxicity", "m", pairwise=Interval(0.9, 0.8, 0.97, n=40), methods=("meandiff",)),
+    Judgement("toy_preference", "m", pairwise=Interval(0.2, 0.1, 0.3, n=40), methods=("meandiff",)),
+]
+
+
+def test_judged_effects_point_up_where_the_suite_wants_to_go(tmp_path):
+    from reports.figures import vs_unsteered
+    from reports.judgement import judged_effects
+
+    tables = _tables(_judged_run(tmp_path, JUDGED))
+    points = {(p.task, p.method): p for p in judged_effects(tables)}
+    assert set(points) == {
+        ("toy_sentiment", "meandiff"),
+        ("toy_sentiment", "prompting"),
+        ("toy_toxicity", "meandiff"),
+        ("toy_preference", "meandiff"),
+    }
+    rows = {(r.task, r.method): r for per_run in tables.values() for r in per_run[0]}
+    # Toxicity is lower-is-better: its drop counts upwards, the interval turned with it.
+    estimate, low, high = vs_unsteered(rows[("toy_toxicity", "meandiff")])
+    assert estimate < 0 and points[("toy_toxicity", "meandiff")].effect == (-estimate, -high, -low)
+    assert points[("toy_sentiment", "meandiff")].effect == vs_unsteered(
+        rows[("toy_sentiment", "meandiff")]
+    )
+    assert points[("toy_toxicity", "meandiff")].accuracy.estimate == 0.9
+    # Strength 0 chosen: shown (hollow), at Δ = 0 by construction.
+    unsteered = points[("toy_preference", "meandiff")]
+    assert unsteered.unsteered and unsteered.effect[0] == 0
+
+
+def test_report_figure_relates_judgement_to_effect(tmp_path, monkeypatch):
+    from reports import build_report
+    from reports.figures import palette
+    from reports.judgement import effect_figure, judged_effects
+    from tests.test_reports import assert_no_overlaps
+
+    run = _judged_run(tmp_path, JUDGED)
+    report = build_report([run])
+    out = report.parent
+    png, svg = out / "figures" / "judgement_effect.png", out / "figures" / "judgement_effect.svg"
+    assert png.stat().st_size > 10_000 and svg.exists()
+    text = report.read_text()
+    assert "](figures/judgement_effect.png)" in text and "necessary, not sufficient" in text
+    assert 'alt="Self-judgement vs effect"' in (out / "report.html").read_text()
+    labels = svg.read_text()
+    for name in ("toy_sentiment", "toy_toxicity", "toy_preference", "chance"):
+        assert name in labels  # each suite annotated, chance in the legend
+    tables = _tables(run)
+    colours = palette(["prompting", "meandiff"])
+    assert_no_overlaps([("judgement", effect_figure(judged_effects(tables), colours))], monkeypatch)
+
+
+def test_no_judgement_figure_without_measured_judgements(tmp_path):
+    from reports.figures import palette
+    from reports.judgement import effect_blocks
+
+    colours = palette(["prompting", "meandiff"])
+    unpaired = [Judgement("toy_sentiment", "m", missing="no pairs", methods=("meandiff",))]
+    for run in (FIXTURE, _judged_run(tmp_path, unpaired)):  # no judgement.json; no pairs
+        assert effect_blocks(_tables(run), colours, tmp_path / "figures") == []
+    assert not (tmp_path / "figures").exists()

@@ -228,3 +228,48 @@ def test_overriding_steer_is_refused_at_class_definition():
             def fit(self, subject, target): ...
 
             def steer(self, subject, state, strength): ...
+
+
+class JudgedToy(ToyTask):
+    """The toy task with labelled pairs to judge: each test prompt continued well and badly."""
+
+    name = "toy_judged"
+
+    def judgement_pairs(self, splits, split="test"):
+        from bench.judgement import JudgedPair, JudgementPairs
+
+        pairs = tuple(
+            JudgedPair(ex.id, ex.prompt, " great", " awful", self.TARGET.suffix)
+            for ex in splits.get(split)
+        )
+        return JudgementPairs(pairs, "each prompt + ' great' vs + ' awful'")
+
+
+def test_a_self_judging_method_gets_the_subjects_judgement_of_each_task(tmp_path, gpt2_subject):
+    methods = (
+        MethodSpec(name="selfcontrol", strengths=(1.0,), label="selfcontrol-a"),
+        MethodSpec(name="prompting", strengths=(1.0,)),  # not self-judging: not in the labels
+    )
+    tasks = (TaskSpec(name="toy", params={"n": 2}), TaskSpec(name="toy_judged", params={"n": 2}))
+    exp = experiment(tmp_path, methods=methods, tasks=tasks, seeds=(0,))
+    with TASKS.registered(JudgedToy):
+        run(exp, gpt2_subject)
+    root = RunDir(exp.output_dir).root
+    records = json.loads((root / "judgement.json").read_text())
+    assert [r["task"] for r in records] == ["toy", "toy_judged"]  # one per task
+    assert all(r["methods"] == ["selfcontrol-a"] for r in records)
+    assert all(r["model"] == gpt2_subject.name for r in records)
+    unjudged, judged = records
+    assert unjudged["pairwise"] is None and "no labelled pairs" in unjudged["missing"]
+    assert judged["pairwise"]["n"] == 2 and not judged["missing"]
+    assert 0.0 <= judged["pairwise"]["estimate"] <= 1.0
+    # The report finds them where the method's rows are.
+    loaded = load_run(root)
+    assert loaded.judgement("toy_judged", "selfcontrol-a").pairwise.n == 2
+    assert loaded.judgement("toy_judged", "prompting") is None
+
+
+def test_without_a_self_judging_method_the_judgement_file_is_empty(tmp_path, gpt2_subject):
+    exp = experiment(tmp_path, methods=(MethodSpec(name="prompting", strengths=(1.0,)),))
+    run(exp, gpt2_subject)
+    assert json.loads((RunDir(exp.output_dir).root / "judgement.json").read_text()) == []
