@@ -56,10 +56,10 @@ def _run_here(args: argparse.Namespace) -> int:
     where rank 0 alone claims and writes the run folder and shows progress."""
     from bench.config import ModelConfig, load_experiment
     from bench.distributed import from_environment
+    from bench.plan import build_methods, build_tasks, replace_output_dir
     from bench.preflight import check_capability, check_device, check_model_folder, load_data
     from bench.progress import progress_bars
     from bench.rundir import RunDir
-    from bench.runner import build_methods, build_tasks, replace_output_dir
 
     experiment = replace_output_dir(load_experiment(args.experiment), args.output)
     # Everything the user named is checked before a model loads (minutes, on first use).
@@ -222,8 +222,8 @@ def _judge(args: argparse.Namespace) -> int:
 
     from bench.config import ModelConfig, load_experiment
     from bench.judgement import measure
+    from bench.plan import build_tasks
     from bench.preflight import load_data
-    from bench.runner import build_tasks
     from bench.sources import load_subject
     from reports import judgement
 

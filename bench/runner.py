@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import torch
 from tqdm.auto import tqdm
 
 from bench.capability import resolve
 from bench.capability_suite import CapabilitySuite
-from bench.config import Experiment, MethodSpec, TaskSpec
+from bench.config import Experiment
 from bench.distributed import SINGLE, Group
-from bench.errors import UserError
 from bench.evaluate import Evaluation, combine_shards, evaluate_shard, steering
 from bench.judgement import measure
-from bench.method import Method, NotApplicable, iter_strengths
-from bench.params import parse
+from bench.method import NotApplicable
+from bench.plan import PlannedMethod, build_methods, build_tasks
 from bench.progress import progress_bars
 from bench.records import (
     SCHEMA_VERSION,
@@ -44,7 +43,6 @@ from bench.records import (
     Skip,
     TaskEntry,
 )
-from bench.registry import METHODS, TASKS
 from bench.rundir import RunDir
 from bench.selection import choose_strength
 from bench.side_effects import SIDE_EFFECTS, side_effect
@@ -53,40 +51,6 @@ from bench.subject import Subject
 from bench.target import SteeringTarget
 from bench.task import Splits, Task
 from bench.threads import torch_threads
-
-
-@dataclass(frozen=True)
-class PlannedMethod:
-    label: str
-    method: Method
-    strengths: tuple[float, ...]
-
-
-def build_methods(specs: Sequence[MethodSpec] | None) -> list[PlannedMethod]:
-    if specs is None:
-        specs = [MethodSpec(name=name) for name in METHODS.names()]
-    planned, labels = [], set()
-    for i, spec in enumerate(specs):
-        cls = METHODS.get(spec.name)
-        params = parse(cls.Params, spec.params, f"methods[{i}] ({spec.name}).params")
-        if spec.display in labels:
-            raise UserError(
-                f"methods[{i}]: '{spec.display}' appears twice; give one a distinct 'label'"
-            )
-        labels.add(spec.display)
-        strengths = tuple(iter_strengths(spec.strengths or cls.default_strengths))
-        planned.append(PlannedMethod(spec.display, cls(params), strengths))
-    return planned
-
-
-def build_tasks(specs: Sequence[TaskSpec] | None) -> list[Task]:
-    if specs is None:
-        specs = [TaskSpec(name=name) for name in TASKS.names()]
-    tasks = []
-    for i, spec in enumerate(specs):
-        cls = TASKS.get(spec.name)
-        tasks.append(cls(parse(cls.Params, spec.params, f"tasks[{i}] ({spec.name}).params")))
-    return tasks
 
 
 class Runner:
@@ -251,7 +215,7 @@ class Runner:
             self._bar.update(
                 (len(planned.strengths) - len(set(test_strengths))) * len(self.exp.seeds)
             )
-            if self.capability is not None:
+            if self.capability is not None and targets["test"]:
                 self._capability(planned, task, states, targets["test"], chosen.strength)
             if targets["test"]:
                 first = targets["test"][0]
@@ -429,7 +393,3 @@ class Runner:
         if store is self.run_dir:
             self.cell_ids.append(cell_id)
         return cell
-
-
-def replace_output_dir(experiment: Experiment, output_dir: str | None) -> Experiment:
-    return experiment if output_dir is None else replace(experiment, output_dir=output_dir)

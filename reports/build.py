@@ -16,7 +16,7 @@ from bench.rundir import write_atomic
 from bench.selection import RULES
 from bench.stats import Difference, Interval
 from reports import figures
-from reports.headline import Headline, curves, unsteered
+from reports.headline import Headline, curves, retained_text, unsteered
 from reports.judgement import cell, effect_blocks
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
 from reports.runs import Run, load_runs
@@ -65,18 +65,6 @@ def _delta(found: Difference | None, adjusted: float | None, fallback: float) ->
     if adjusted is not None and math.isfinite(adjusted):
         text += f" p={adjusted:.2g}"
     return text
-
-
-def _share(value: float) -> str:
-    return f"{value:.0%}" if math.isfinite(value) else "–"
-
-
-def _retained(capability: tuple[float, Interval | None]) -> str:
-    """Capability retained with its interval over lm-eval's items: "97% [94%, 99%]"."""
-    value, found = capability
-    if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
-        return _share(value)
-    return f"{_share(value)} [{found.low:.0%}, {found.high:.0%}]"
 
 
 def _mark(row: Headline) -> str:
@@ -206,7 +194,7 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _tokens(test.tokens_per_second.mean, row.cost_ratio("tokens_per_second"))
                     if test
                     else "–",
-                    *([_retained(row.capability)] if cap else []),
+                    *([retained_text(row.capability)] if cap else []),
                     fmt(row.fit_seconds),
                     *([_judgement(row.judgement)] if judged else []),
                     "; ".join(row.notes),

@@ -253,6 +253,16 @@ def _capability(run: Run, method: str, task: str, strength: float) -> tuple[floa
     return (found.capability_retained, found.interval) if found else (math.nan, None)
 
 
+def retained_text(capability: tuple[float, Interval | None]) -> str:
+    """Capability retained with its interval over lm-eval's items: "97% [94%, 99%]"."""
+    value, found = capability
+    if not math.isfinite(value):
+        return "–"
+    if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
+        return f"{value:.0%}"
+    return f"{value:.0%} [{found.low:.0%}, {found.high:.0%}]"
+
+
 def headlines(run: Run, task: str, budget: float | None = None) -> list[Headline]:
     """One row per method that ran on `task`, in run order; best-on-test marked."""
     primary, directions = task_info(run, task)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from bench.side_effects import SideEffect
 from bench.stats import Difference
-from reports.headline import Headline, task_info
+from reports.headline import Headline, retained_text, task_info
 from reports.render import Table
 from reports.runs import Run
 
@@ -52,7 +52,7 @@ def side_effect_table(
         primary, directions = task_info(run, task)
         header.append(f"{task}: {primary} {'↑' if directions.get(primary, True) else '↓'}")
     if run.capability:
-        header.append("capability retained")
+        header.append("capability retained [95% CI]")
     table_rows = []
     for source in suites:
         own = next((r for r in rows[source] if r.method == method), None)
@@ -65,11 +65,7 @@ def side_effect_table(
             else ("+0 (unsteered)" if own.strength == 0 else _entry(found.get((source, scored))))
             for scored in suites
         ]
-        capability = (
-            [f"{own.capability_retained:.0%}" if math.isfinite(own.capability_retained) else "–"]
-            if run.capability
-            else []
-        )
+        capability = [retained_text(own.capability)] if run.capability else []
         table_rows.append((f"{source} ({own.strength:g})", *cells, *capability))
     numeric = frozenset(range(1, len(header)))
     return Table(tuple(header), tuple(table_rows), frozenset(), numeric)
