@@ -48,15 +48,22 @@ class OwnTasks:
 def resolve(config: CapabilityConfig, own: OwnTasks | None) -> CapabilityConfig | None:
     """`config` with `MODEL_TASKS` replaced by the model's own tasks (their folder added to the
     include path); None when no task is left: the capability suite does not run."""
-    names = [
-        n for t in config.tasks for n in ((own.names if own else ()) if t == MODEL_TASKS else (t,))
-    ]
+    owned = own.names if own else ()
+    names = [n for t in config.tasks for n in (owned if t == MODEL_TASKS else (t,))]
     if not names:
         return None
     paths = config.include_paths
     if own is not None and MODEL_TASKS in config.tasks and own.include_path not in paths:
         paths = (*paths, own.include_path)
-    return replace(config, tasks=tuple(dict.fromkeys(names)), include_path=paths or None)
+    defaults = config.include_defaults
+    if defaults is None:
+        defaults = any(n not in owned for n in names)
+    return replace(
+        config,
+        tasks=tuple(dict.fromkeys(names)),
+        include_path=paths or None,
+        include_defaults=defaults,
+    )
 
 
 @dataclass(frozen=True)
@@ -131,23 +138,35 @@ class Capability(Record):
     intervals: Mapping[str, Interval] = field(default_factory=dict)  # of each task's ratio
 
 
-def evaluate_capability(subject: Subject, steering, config: CapabilityConfig) -> CapabilityRun:
-    """Run the configured lm-eval tasks on `subject` under `steering` (`bench.lm_eval_model.
-    Steering`) through lm-eval's evaluator."""
-    from lm_eval import simple_evaluate
-    from lm_eval.api.registry import get_metric_aggregation
+def task_manager(config: CapabilityConfig):
+    """lm-eval's index of the configured tasks (`lm_eval.tasks.TaskManager`; indexing lm-eval's
+    built-in tasks takes seconds: build it once per run). An unknown task is a `UserError`."""
     from lm_eval.tasks import TaskManager
 
-    from bench.lm_eval_model import SteerbenchLM
-
     paths = list(config.include_paths)
-    manager = TaskManager(include_path=paths or None, include_defaults=config.include_defaults)
+    defaults = config.include_defaults is not False
+    manager = TaskManager(include_path=paths or None, include_defaults=defaults)
     unknown = [t for t in config.tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(
             f"capability: lm-eval knows no task {unknown[0]!r}"
             + (f" (include_path {', '.join(paths)})" if paths else "")
         )
+    return manager
+
+
+def evaluate_capability(
+    subject: Subject, steering, config: CapabilityConfig, manager=None
+) -> CapabilityRun:
+    """Run the configured lm-eval tasks on `subject` under `steering` (`bench.lm_eval_model.
+    Steering`) through lm-eval's evaluator (`manager`: the `task_manager` of `config`, built
+    here when not given)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_metric_aggregation
+
+    from bench.lm_eval_model import SteerbenchLM
+
+    manager = manager if manager is not None else task_manager(config)
     lm = SteerbenchLM(subject=subject, steering=steering, batch_size=config.batch_size)
     out = simple_evaluate(
         model=lm,

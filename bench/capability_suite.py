@@ -18,6 +18,7 @@ from bench.capability import (
     CapabilityRun,
     capability_record,
     evaluate_capability,
+    task_manager,
 )
 from bench.config import CapabilityConfig
 from bench.distributed import SINGLE, Group
@@ -47,6 +48,7 @@ class CapabilitySuite:
         self.records: dict[tuple[str, str, float], Capability] = {}
         self._items: list[str] = []  # capability_items.jsonl, in evaluation order
         self._unsteered: CapabilityRun | None = None
+        self._manager = None  # lm-eval's task index, built at the first evaluation
 
     def at(
         self,
@@ -99,7 +101,9 @@ class CapabilitySuite:
         found = self.run_dir.stored(KIND, key, CapabilityRun.from_dict)
         if found is not None:
             return found
-        run = evaluate_capability(self.subject, steering(), self.config)
+        if self._manager is None:
+            self._manager = task_manager(self.config)
+        run = evaluate_capability(self.subject, steering(), self.config, self._manager)
         self.run_dir.store(KIND, key, run.to_dict())
         return run
 

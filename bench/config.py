@@ -110,7 +110,9 @@ class CapabilityConfig:
     tasks: tuple[str, ...] = (MODEL_TASKS,)  # lm-eval task names; [] turns the suite off
     # Folders of lm-eval task configs (the model's own tasks' folder is added by itself).
     include_path: str | tuple[str, ...] | None = None
-    include_defaults: bool = True  # also lm-eval's own tasks (False: faster task indexing)
+    # Also index lm-eval's built-in tasks (seconds per index): None = only when a task named is
+    # not one of the model's own.
+    include_defaults: bool | None = None
     limit: int | None = None  # items per task; None: all
     num_fewshot: int | None = None  # None: each task's own setting
     budget: float | None = None  # operating points must retain at least this much capability

@@ -180,8 +180,9 @@ def test_bad_capability_config_is_a_one_line_error(data, message):
 def test_tasks_model_names_the_model_sources_own_tasks():
     own = OwnTasks(("testbed_facts", "testbed_text"), "/own")
     default = CapabilityConfig()  # tasks = ["model"]
+    # Only the model's own tasks: lm-eval's built-in index (seconds to build) is not needed.
     assert resolve(default, own) == CapabilityConfig(
-        tasks=("testbed_facts", "testbed_text"), include_path=("/own",)
+        tasks=("testbed_facts", "testbed_text"), include_path=("/own",), include_defaults=False
     )
     # A hub model names none: nothing left to run, the suite is off (the CLI warns).
     assert resolve(default, None) is None
@@ -189,6 +190,9 @@ def test_tasks_model_names_the_model_sources_own_tasks():
     mixed = CapabilityConfig(tasks=("hellaswag", "model"), include_path="/mine")
     assert resolve(mixed, own).tasks == ("hellaswag", "testbed_facts", "testbed_text")
     assert resolve(mixed, own).include_paths == ("/mine", "/own")
+    assert resolve(mixed, own).include_defaults is True  # hellaswag is lm-eval's
+    explicit = CapabilityConfig(tasks=("model",), include_defaults=True)
+    assert resolve(explicit, own).include_defaults is True
     assert resolve(CapabilityConfig(tasks=("hellaswag",)), own).include_paths == ()
     # tasks = [] turns it off, whatever the model names.
     assert parse(CapabilityConfig, {"tasks": []}, "capability").tasks == ()
