@@ -14,12 +14,13 @@ from bench.fluency import definitions_note
 from bench.records import Judgement
 from bench.rundir import write_atomic
 from bench.selection import RULES
-from bench.stats import Difference, Interval
+from bench.stats import Interval
 from reports import figures
-from reports.headline import Headline, curves, retained_text, unsteered
+from reports.headline import Headline, curves, difference_text, retained_text, unsteered
 from reports.judgement import cell, effect_blocks
 from reports.render import Block, Bullets, FigureBlock, Heading, Para, Table, html_page, markdown
 from reports.runs import Run, load_runs
+from reports.side_effects import side_effect_blocks
 from reports.summary import run_summary, summary, write_summary
 
 
@@ -53,18 +54,6 @@ def _ci(value: float, found: Interval | None) -> str:
     if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
         return fmt(value)
     return f"{fmt(value)} [{fmt(found.low, 2)}, {fmt(found.high, 2)}]"
-
-
-def _delta(found: Difference | None, adjusted: float | None, fallback: float) -> str:
-    """A paired difference with its interval and Holm-adjusted p: "+0.12 [+0.05, +0.20] p=0.02"."""
-    if found is None or not math.isfinite(found.estimate):
-        return f"{fallback:+.3g}" if math.isfinite(fallback) else "–"
-    text = f"{found.estimate:+.3g}"
-    if math.isfinite(found.low) and math.isfinite(found.high):
-        text += f" [{found.low:+.2g}, {found.high:+.2g}]"
-    if adjusted is not None and math.isfinite(adjusted):
-        text += f" p={adjusted:.2g}"
-    return text
 
 
 def _mark(row: Headline) -> str:
@@ -175,10 +164,10 @@ def headline_table(task: str, per_run: Sequence[Sequence[Headline]], runs: Seque
                     _ci(row.effect, u.intervals.get(primary) if u else None)
                     if test
                     else "not measured",
-                    _delta(
+                    difference_text(
                         u.vs_unsteered if u else None, u and u.adjusted.get("vs_unsteered"), delta
                     ),
-                    _delta(u.vs_prompting, u.adjusted.get("vs_prompting"), math.nan)
+                    difference_text(u.vs_prompting, u.adjusted.get("vs_prompting"), math.nan)
                     if u and u.vs_prompting
                     else "–",
                     f"{steer.share_worse:.0%}"
@@ -329,33 +318,6 @@ def _views(runs: Sequence[Run], tables: Mapping[str, list], task: str) -> list[f
     return views
 
 
-def _side_effect_blocks(runs: Sequence[Run], tables: Mapping[str, list]) -> list[Block]:
-    """Per run and method, its side-effect matrix (runs that scored side effects only)."""
-    from reports.side_effects import side_effect_table
-
-    blocks: list[Block] = []
-    for i, run in enumerate(runs):
-        if not run.side_effects:
-            continue
-        blocks.append(Heading(2, f"Side effects across suites ({run.label})"))
-        blocks.append(
-            Para(
-                "Each method's state fitted for one suite (rows), at that suite's operating "
-                "strength, scored on every suite's primary metric on test (columns): the steered "
-                "mean minus the unsteered model's, paired by example, with its 95% interval (↑: "
-                "higher is better, ↓: lower). The diagonal is the suite's own effect; strength 0 "
-                "is the unsteered model."
-            )
-        )
-        rows = {task: per_run[i] for task, per_run in tables.items()}
-        for method in run.methods:
-            table = side_effect_table(run, method, rows)
-            if table is not None:
-                blocks.append(Heading(3, method))
-                blocks.append(table)
-    return blocks
-
-
 def build_report(
     run_dirs: list[Path], output: Path | None = None, *, fluency_budget: float | None = None
 ) -> Path:
@@ -472,7 +434,7 @@ def build_report(
                     "unsteered model, vertical line = fluency budget.",
                 )
             )
-    blocks.extend(_side_effect_blocks(runs, tables))
+    blocks.extend(side_effect_blocks(runs, tables))
     blocks.append(Heading(2, "Run metadata"))
     for run in runs:
         blocks.extend(metadata_blocks(run))

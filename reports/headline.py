@@ -253,6 +253,21 @@ def _capability(run: Run, method: str, task: str, strength: float) -> tuple[floa
     return (found.capability_retained, found.interval) if found else (math.nan, None)
 
 
+def difference_text(
+    found: Difference | None, adjusted: float | None = None, fallback: float = math.nan
+) -> str:
+    """A paired difference with its interval (and Holm-adjusted p where given): "+0.12 [+0.05,
+    +0.20] p=0.02"; `fallback` (a difference of means) where there is none."""
+    if found is None or not math.isfinite(found.estimate):
+        return f"{fallback:+.3g}" if math.isfinite(fallback) else "–"
+    text = f"{found.estimate:+.3g}"
+    if math.isfinite(found.low) and math.isfinite(found.high):
+        text += f" [{found.low:+.2g}, {found.high:+.2g}]"
+    if adjusted is not None and math.isfinite(adjusted):
+        text += f" p={adjusted:.2g}"
+    return text
+
+
 def retained_text(capability: tuple[float, Interval | None]) -> str:
     """Capability retained with its interval over lm-eval's items: "97% [94%, 99%]"."""
     value, found = capability

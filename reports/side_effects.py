@@ -7,35 +7,26 @@ does to A, B, C ...".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from bench.side_effects import SideEffect
-from bench.stats import Difference
-from reports.headline import Headline, retained_text, task_info
-from reports.render import Table
+from reports.headline import Headline, difference_text, retained_text, task_info
+from reports.render import Block, Heading, Para, Table
 from reports.runs import Run
-
-
-def _delta(value: float) -> str:
-    return f"{value:+.3g}" if math.isfinite(value) else "–"
 
 
 def _entry(effect: SideEffect | None) -> str:
     """The paired difference [CI]; without per-example records, the difference of means."""
     if effect is None:
         return "–"
-    found: Difference | None = effect.difference
-    if found is None or not (math.isfinite(found.low) and math.isfinite(found.high)):
-        return _delta(effect.value - effect.unsteered)
-    return f"{_delta(found.estimate)} [{found.low:+.2g}, {found.high:+.2g}]"
+    return difference_text(effect.difference, fallback=effect.value - effect.unsteered)
 
 
 def _own(row: Headline) -> str:
+    if row.strength == 0:
+        return "+0 (own)"
     found = row.uncertainty.vs_unsteered if row.uncertainty else None
-    if row.strength == 0 or found is None:
-        return _delta(0.0 if row.strength == 0 else row.test_gain) + " (own)"
-    return f"{_delta(found.estimate)} [{found.low:+.2g}, {found.high:+.2g}] (own)"
+    return difference_text(found, fallback=row.test_gain) + " (own)"
 
 
 def side_effect_table(
@@ -69,3 +60,28 @@ def side_effect_table(
         table_rows.append((f"{source} ({own.strength:g})", *cells, *capability))
     numeric = frozenset(range(1, len(header)))
     return Table(tuple(header), tuple(table_rows), frozenset(), numeric)
+
+
+def side_effect_blocks(runs: Sequence[Run], tables: Mapping[str, list]) -> list[Block]:
+    """Per run and method, its side-effect matrix (runs that scored side effects only)."""
+    blocks: list[Block] = []
+    for i, run in enumerate(runs):
+        if not run.side_effects:
+            continue
+        blocks.append(Heading(2, f"Side effects across suites ({run.label})"))
+        blocks.append(
+            Para(
+                "Each method's state fitted for one suite (rows), at that suite's operating "
+                "strength, scored on every suite's primary metric on test (columns): the steered "
+                "mean minus the unsteered model's, paired by example, with its 95% interval (↑: "
+                "higher is better, ↓: lower). The diagonal is the suite's own effect; strength 0 "
+                "is the unsteered model."
+            )
+        )
+        rows = {task: per_run[i] for task, per_run in tables.items()}
+        for method in run.methods:
+            table = side_effect_table(run, method, rows)
+            if table is not None:
+                blocks.append(Heading(3, method))
+                blocks.append(table)
+    return blocks
