@@ -22,6 +22,7 @@ import torch
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import Subject
+from bench.tensors import placed
 
 Reduce = Literal["last", "mean", "none"]
 
@@ -186,18 +187,11 @@ class AddVector:
     """
 
     def __init__(self, delta: torch.Tensor, mask: PositionMask | None) -> None:
-        self._delta = delta
+        self._delta = placed(delta)
         self._mask = mask
-        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def _on(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.device, like.dtype)
-        if key not in self._cast:
-            self._cast[key] = self._delta.to(device=like.device, dtype=like.dtype)
-        return self._cast[key]
 
     def __call__(self, hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        delta = self._on(hidden)
+        delta = self._delta.like(hidden)
         if self._mask is None:  # every position (a vector)
             return hidden + delta
         mask = self._mask(positions, hidden.dtype)  # (batch, seq, 1)
