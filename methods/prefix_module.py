@@ -33,7 +33,7 @@ from bench.architectures import hook_name
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import HookFn, Subject
-from bench.tensors import frozen, padded, position_ids_of
+from bench.tensors import frozen, padded, placed, position_ids_of
 
 
 class PrefixHooks:
@@ -50,6 +50,11 @@ class PrefixHooks:
         self.layers = tuple(layers)
         self.keys, self.values, self.heads = keys, values, heads
         self.strength = strength
+        # Layer k's keys and values on the device and dtype of its activations (on a dispatched
+        # model its own device): copied once per device when steering, at every call while
+        # they are trained (`placed`).
+        self._keys = [placed(keys, k) for k in range(len(self.layers))]
+        self._values = [placed(values, k) for k in range(len(self.layers))]
 
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [
@@ -65,9 +70,9 @@ class PrefixHooks:
     def read(self, k: int, hidden: torch.Tensor) -> torch.Tensor:
         """What layer k's prefix adds to `hidden` (batch, seq, d)."""
         z = F.layer_norm(hidden, hidden.shape[-1:])  # the affine part is absorbed by the keys
-        logits = z @ self.keys[k].to(hidden.dtype)  # (batch, seq, H * P)
+        logits = z @ self._keys[k].like(hidden)  # (batch, seq, H * P)
         weights = logits.unflatten(-1, (self.heads, -1)).softmax(-1).flatten(-2)  # per head
-        return self.strength * (weights @ self.values[k].to(hidden.dtype))
+        return self.strength * (weights @ self._values[k].like(hidden))
 
 
 class Recorder:
