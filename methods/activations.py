@@ -87,6 +87,9 @@ def collect(
     rows = encode_texts(subject, texts)
     skip = n_leading_special(subject)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    # Gathered on the input device, where the mask and lengths are: on a dispatched model the
+    # hook points' activations come from layers on other devices, and each is moved here before
+    # it is reduced and stored (no copy when it is here already).
     out = torch.empty(len(points), len(rows), subject.d_model, device=subject.device)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -95,7 +98,7 @@ def collect(
         lengths = mask.sum(-1)  # (batch,)
         index = torch.tensor(chunk, device=subject.device)
         for p, point in enumerate(points):
-            hidden = acts[point].float()  # (batch, seq, d_model)
+            hidden = acts[point].float().to(out.device)  # (batch, seq, d_model)
             if reduce == "last":
                 picked = hidden[torch.arange(len(chunk), device=hidden.device), lengths - 1]
             else:

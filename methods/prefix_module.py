@@ -76,10 +76,17 @@ class PrefixHooks:
 
 
 class Recorder:
-    """`resid_post` hooks that keep each layer's output (after any earlier hook's edit)."""
+    """`resid_post` hooks that keep each layer's output (after any earlier hook's edit), stacked
+    on `device`.
 
-    def __init__(self, layers: Sequence[int]) -> None:
+    On a dispatched model the layers run on several devices; their states are gathered on one
+    (the input device, where the targets they are compared with are), by copies autograd
+    follows, so a loss on the stack still trains what the hooks added on each layer's device.
+    """
+
+    def __init__(self, layers: Sequence[int], device: torch.device) -> None:
         self.layers = tuple(layers)
+        self.device = device
         self.states: dict[int, torch.Tensor] = {}
 
     def hooks(self) -> list[tuple[str, HookFn]]:
@@ -92,7 +99,7 @@ class Recorder:
         return [(hook_name(layer, "resid_post"), make(layer)) for layer in self.layers]
 
     def stacked(self) -> torch.Tensor:  # (n_layers, batch, seq, d)
-        return torch.stack([self.states[layer] for layer in self.layers])
+        return torch.stack([self.states[layer].to(self.device) for layer in self.layers])
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class Batch:
 @contextmanager
 def recording(subject: Subject) -> Iterator[Recorder]:
     """Record every layer's `resid_post` (hooks attached after any already in place)."""
-    recorder = Recorder(range(subject.n_layers))
+    recorder = Recorder(range(subject.n_layers), subject.device)
     with attached(subject, hooks=recorder.hooks()):
         yield recorder
 
@@ -157,6 +164,8 @@ def train_prefix(
     the loss per step.
     """
     d, slots = subject.d_model, cfg.heads * cfg.prefix_len
+    # Trained on the input device, with the targets; each layer's hook copies them to its own
+    # device at every call (`PrefixHooks`), and the recorder brings the states back here.
     generator = torch.Generator().manual_seed(cfg.seed)
     keys = (torch.randn(len(layers), d, slots, generator=generator) / math.sqrt(d)).to(
         subject.device

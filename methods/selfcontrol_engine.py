@@ -366,7 +366,9 @@ def relative_scale(
     up in the residual stream, come to about s x the norm whatever the model's depth."""
     with hooks.active(deltas, lengths, record=True) as recorded:
         last_logits(subject, prompts)
-    states = torch.stack([recorded[layer] for layer in hooks.layers])  # (K, n, W, d) left padded
+    # (K, n, W, d) left padded. On a dispatched model each layer's states come from its own
+    # device: they are gathered where the lengths and the gradient are.
+    states = torch.stack([recorded[layer].to(lengths.device) for layer in hooks.layers])
     width = states.shape[2]
     real = torch.arange(width, device=states.device)[None, :] >= width - lengths[:, None]  # (n, W)
     tokens = len(hooks.layers) * lengths.to(states.dtype)  # (n,)
