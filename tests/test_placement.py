@@ -24,7 +24,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from bench.positions import TokenPositions
-from bench.subject import GenerationSettings, Handle, HookFn, Subject
+from bench.subject import GenerationSettings, Handle, HookFn, Subject, execution_device
 from bench.tensors import OnDevices, placed
 from methods.memory import MemoryAdd, MemoryAddParams
 from methods.selfcontrol_engine import DeltaHooks
@@ -126,6 +126,16 @@ def test_on_devices_makes_each_thing_once_per_device():
     assert things.on(META) == things.on(META) == 1
     assert things.like(torch.zeros(1)) == 2
     assert made == [META, CPU]
+
+
+def test_offloaded_modules_run_on_accelerates_main_device():
+    """accelerate runs CPU- and disk-offloaded modules on its main device, the GPU when there
+    is one: that, not the CPU, is where the inputs of a model whose embedding is offloaded go."""
+    assert execution_device(1, [1, 2, "disk"]) == torch.device("cuda", 1)
+    assert execution_device("disk", [0, 1, "cpu", "disk"]) == torch.device("cuda", 0)
+    assert execution_device("cpu", [0, "cpu"]) == torch.device("cuda", 0)
+    assert execution_device("disk", ["cpu", "disk"]) == torch.device("cpu")
+    assert execution_device("cpu") == torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------- every hook
