@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -75,12 +75,17 @@ def dispatch_arguments(
     return {"device_map": device_map, "max_memory": memory, "offload_folder": offload_folder}
 
 
-def execution_device(placement: int | str) -> torch.device:
-    """The device a module placed at `placement` (an `hf_device_map` value) runs on: offloaded
-    modules run on the CPU here (accelerate loads their weights for each call)."""
+def execution_device(placement: int | str, placements: Iterable[int | str] = ()) -> torch.device:
+    """The device a module placed at `placement` (an `hf_device_map` value; `placements`: all
+    of the map's) runs on. Offloaded modules ("cpu", "disk") run on accelerate's main device,
+    which loads their weights for each call: the first of the other placements, as
+    `accelerate.dispatch_model` picks it (a GPU), or the CPU when there is none."""
+    if placement in ("cpu", "disk"):
+        others = list(set(placements) - {"cpu", "disk"})
+        placement = others[0] if others else "cpu"
     if isinstance(placement, int):
         return torch.device("cuda", placement)
-    return torch.device("cpu" if placement == "disk" else placement)
+    return torch.device(placement)
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ class Subject:
         module (the embedding) runs on (accelerate's hooks move activations on from there)."""
         placed = getattr(self.model, "hf_device_map", None)
         if placed:
-            return execution_device(next(iter(placed.values())))
+            return execution_device(next(iter(placed.values())), placed.values())
         return next(self.model.parameters()).device
 
     @property

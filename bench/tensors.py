@@ -1,16 +1,20 @@
-"""Tensor plumbing shared by the subject and the methods: padded token batches, frozen weights.
+"""Tensor plumbing shared by the subject and the methods: padded token batches, frozen weights,
+tensors a hook combines with activations.
 
 One definition each, so that every batch is padded the same way (the positions hooks see depend
-on the padding side) and every frozen model gets its flags back.
+on the padding side), every frozen model gets its flags back and every hook meets its
+activation on the activation's own device and dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def padded(
@@ -60,3 +64,52 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+class OnDevices(Generic[T]):
+    """Something a hook combines with activations, made for the device (and dtype) of each
+    activation it meets.
+
+    On a model dispatched over several devices each hooked module runs on its own device, which
+    need not be the subject's (`Subject.device` is where inputs go), and its activations need
+    not have the dtype of the model's first weights either: what a hook adds to, multiplies
+    with or indexes an activation must be where the activation is, in its dtype. `make(device, dtype)` builds it
+    there; with `cache`, once per (device, dtype), so a steered generation pays for the copy
+    once, not at every forward call.
+    """
+
+    def __init__(
+        self, make: Callable[[torch.device, torch.dtype | None], T], *, cache: bool = True
+    ) -> None:
+        self._make = make
+        self._cache = cache
+        self._made: dict[tuple[torch.device, torch.dtype | None], T] = {}
+
+    def on(self, device: torch.device, dtype: torch.dtype | None = None) -> T:
+        """The thing on `device`; in `dtype` where that applies (None: its own)."""
+        if not self._cache:
+            return self._make(device, dtype)
+        key = (device, dtype)
+        if key not in self._made:
+            self._made[key] = self._make(device, dtype)
+        return self._made[key]
+
+    def like(self, activation: torch.Tensor) -> T:
+        """The thing on `activation`'s device and in its dtype."""
+        return self.on(activation.device, activation.dtype)
+
+
+def placed(tensor: torch.Tensor, row: int | None = None) -> OnDevices[torch.Tensor]:
+    """`tensor` (or its `row`, `tensor[row]`) on the device and dtype each hook asks for.
+
+    A tensor that requires grad (trained, or probed for a gradient) is copied at every call
+    instead of once: the copy is then part of that call's graph, so gradients flow back to the
+    tensor on its own device, and an optimiser's in-place update is never hidden behind a stale
+    copy. On the tensor's own device and dtype the "copy" is the tensor itself (`Tensor.to`).
+    """
+
+    def make(device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+        picked = tensor if row is None else tensor[row]
+        return picked.to(device=device, dtype=dtype)
+
+    return OnDevices(make, cache=not tensor.requires_grad)

@@ -22,6 +22,7 @@ import torch
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import Subject
+from bench.tensors import placed
 
 Reduce = Literal["last", "mean", "none"]
 
@@ -86,6 +87,9 @@ def collect(
     rows = encode_texts(subject, texts)
     skip = n_leading_special(subject)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    # Gathered on the input device, where the mask and lengths are: on a dispatched model the
+    # hook points' activations come from layers on other devices, and each is moved here before
+    # it is reduced and stored (no copy when it is here already).
     out = torch.empty(len(points), len(rows), subject.d_model, device=subject.device)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -94,7 +98,7 @@ def collect(
         lengths = mask.sum(-1)  # (batch,)
         index = torch.tensor(chunk, device=subject.device)
         for p, point in enumerate(points):
-            hidden = acts[point].float()  # (batch, seq, d_model)
+            hidden = acts[point].float().to(out.device)  # (batch, seq, d_model)
             if reduce == "last":
                 picked = hidden[torch.arange(len(chunk), device=hidden.device), lengths - 1]
             else:
@@ -186,18 +190,11 @@ class AddVector:
     """
 
     def __init__(self, delta: torch.Tensor, mask: PositionMask | None) -> None:
-        self._delta = delta
+        self._delta = placed(delta)
         self._mask = mask
-        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def _on(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.device, like.dtype)
-        if key not in self._cast:
-            self._cast[key] = self._delta.to(device=like.device, dtype=like.dtype)
-        return self._cast[key]
 
     def __call__(self, hidden: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        delta = self._on(hidden)
+        delta = self._delta.like(hidden)
         if self._mask is None:  # every position (a vector)
             return hidden + delta
         mask = self._mask(positions, hidden.dtype)  # (batch, seq, 1)

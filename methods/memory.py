@@ -35,9 +35,12 @@ from bench.state import State
 from bench.steering import attached
 from bench.subject import Subject
 from bench.target import SteeringTarget
+from bench.tensors import OnDevices, placed
 from methods.activations import forward_capture
 from methods.memory_xattn import (
     MODULE_VERSION,
+    MemoryCrossAttention,
+    MemoryKV,
     TrainConfig,
     load_module,
     module_config,
@@ -74,10 +77,6 @@ def _position_mask(positions: TokenPositions | None, spec: str, hidden: torch.Te
     if positions is None or positions.absolute.shape != hidden.shape[:2]:
         return torch.ones(*hidden.shape[:2], 1, dtype=hidden.dtype, device=hidden.device)
     return positions.select(spec)[..., None].to(device=hidden.device, dtype=hidden.dtype)
-
-
-def _model_dtype(subject: Subject) -> torch.dtype:
-    return next(subject.model.parameters()).dtype
 
 
 # ---------------------------------------------------------------------------- training-free
@@ -144,32 +143,36 @@ class MemoryAdd(Method):
         self, subject: Subject, state: State, strength: float
     ) -> AbstractContextManager[None]:
         spec = self.params.positions
-        # (d_model,) or, aligned, (m, d_model): scaled once here, not per forward call.
-        delta = (state.tensors["vector"] * strength).to(subject.device, _model_dtype(subject))
-        if delta.dim() == 2:
+        # (d_model,) or, aligned, (m, d_model): scaled once here, not per forward call, and
+        # copied once to the hooked layer's device and dtype (not the subject's: on a
+        # dispatched model the layer may run elsewhere).
+        delta = placed(state.tensors["vector"] * strength)
+        if state.tensors["vector"].dim() == 2:
             return attached(
                 subject, hooks=[(state.meta["hookpoint"], _aligned(delta, state.meta, spec))]
             )
 
         def add(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
             # hidden: (batch, seq, d_model)
-            return hidden + _position_mask(positions, spec, hidden) * delta.to(hidden.dtype)
+            return hidden + _position_mask(positions, spec, hidden) * delta.like(hidden)
 
         return attached(subject, hooks=[(state.meta["hookpoint"], add)])
 
 
-def _aligned(delta: torch.Tensor, meta: dict, spec: str):
+def _aligned(delta: OnDevices[torch.Tensor], meta: dict, spec: str):
     """Hook adding memory token k's vector (`delta`, (m, d_model)) at absolute position
     offset + k of every row, where the position spec allows."""
-    offset, m = int(meta.get("offset", 0)), delta.shape[0]
+    offset = int(meta.get("offset", 0))
 
     def add(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
         # hidden: (batch, seq, d_model)
         if positions is None or positions.absolute.shape != hidden.shape[:2]:
             return hidden
+        vectors = delta.like(hidden)  # (m, d_model)
+        m = vectors.shape[0]
         k = positions.absolute - offset  # (batch, seq) memory index of each position
         inside = (k >= 0) & (k < m) & positions.select(spec)
-        added = delta.to(hidden.dtype)[k.clamp(0, m - 1)]  # (batch, seq, d_model)
+        added = vectors[k.clamp(0, m - 1)]  # (batch, seq, d_model)
         return hidden + added * inside[..., None].to(hidden.dtype)
 
     return add
@@ -274,16 +277,29 @@ class MemoryXAttn(Method):
             key = train_module(subject, config, **self._training_options())
             module, cfg = load_module(key, subject.device)
         spec = self.params.positions
-        memory = state.tensors["memory"].to(subject.device, torch.float32)[None]  # (1, m, d)
-        # Keys and values of the memory do not change during generation: project them once.
-        with torch.no_grad():
-            kv = module.memory_kv(memory)
+        memory = state.tensors["memory"].to(torch.float32)[None]  # (1, m, d)
+        # The module and the memory's keys and values on the device of the layer the hook
+        # reads (on a dispatched model not necessarily the subject's); the memory does not
+        # change during generation, so each device loads and projects them once.
+        readers = OnDevices(lambda device, _dtype: _reader(key, memory, device))
 
         def inject(hidden: torch.Tensor, positions: TokenPositions | None) -> torch.Tensor:
             # hidden: attn_out at layer L-1, (batch, seq, d_model)
+            reader, kv = readers.on(hidden.device)
             with torch.no_grad():
-                out = module.attend(hidden.float(), kv)  # (batch, seq, d_model)
+                out = reader.attend(hidden.float(), kv)  # (batch, seq, d_model)
             mask = _position_mask(positions, spec, hidden)
             return hidden + (strength * out).to(hidden.dtype) * mask
 
         return attached(subject, hooks=[(cfg.query_point, inject)])
+
+
+def _reader(
+    key: str, memory: torch.Tensor, device: torch.device
+) -> tuple[MemoryCrossAttention, MemoryKV]:
+    """The trained module under `key` on `device`, and its projection of `memory` (1, m, d)."""
+    module, _ = load_module(key, device)
+    if module is None:  # the caller loaded it a moment ago: the cache lost it since
+        raise UserError(f"memory_xattn: the trained module {key} left the cache while in use")
+    with torch.no_grad():
+        return module, module.memory_kv(memory.to(device))

@@ -325,12 +325,18 @@ def _loss(
     stream = batch.stream.to(subject.device)  # (batch, seq)
     hooks = []
     if module is not None:
+        # The module trains where its optimiser put it (the input device). On a dispatched
+        # model the layers it reads (L for the memory, L-1 for the stream) may run on other
+        # devices: their activations are moved to the module and its output back to the
+        # stream's device, copies autograd follows, so the gradients still reach the module.
+        home = next(module.parameters()).device
         acts = forward_capture(subject, batch.memory, batch.memory_mask, [cfg.memory_point])
-        memory = acts[cfg.memory_point].float()  # (batch, mem, d_model)
-        kv = module.memory_kv(memory, batch.memory_mask.to(subject.device))
+        memory = acts[cfg.memory_point].float().to(home)  # (batch, mem, d_model)
+        kv = module.memory_kv(memory, batch.memory_mask.to(home))
 
         def inject(hidden: torch.Tensor, positions) -> torch.Tensor:
-            return hidden + module.attend(hidden.float(), kv).to(hidden.dtype)
+            out = module.attend(hidden.float().to(home), kv)
+            return hidden + out.to(device=hidden.device, dtype=hidden.dtype)
 
         hooks.append((cfg.query_point, inject))
     with attached(subject, hooks=hooks):

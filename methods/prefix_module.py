@@ -33,7 +33,7 @@ from bench.architectures import hook_name
 from bench.positions import TokenPositions
 from bench.steering import attached
 from bench.subject import HookFn, Subject
-from bench.tensors import frozen, padded, position_ids_of
+from bench.tensors import frozen, padded, placed, position_ids_of
 
 
 class PrefixHooks:
@@ -50,6 +50,11 @@ class PrefixHooks:
         self.layers = tuple(layers)
         self.keys, self.values, self.heads = keys, values, heads
         self.strength = strength
+        # Layer k's keys and values on the device and dtype of its activations (on a dispatched
+        # model its own device): copied once per device when steering, at every call while
+        # they are trained (`placed`).
+        self._keys = [placed(keys, k) for k in range(len(self.layers))]
+        self._values = [placed(values, k) for k in range(len(self.layers))]
 
     def hooks(self) -> list[tuple[str, HookFn]]:
         return [
@@ -65,16 +70,23 @@ class PrefixHooks:
     def read(self, k: int, hidden: torch.Tensor) -> torch.Tensor:
         """What layer k's prefix adds to `hidden` (batch, seq, d)."""
         z = F.layer_norm(hidden, hidden.shape[-1:])  # the affine part is absorbed by the keys
-        logits = z @ self.keys[k].to(hidden.dtype)  # (batch, seq, H * P)
+        logits = z @ self._keys[k].like(hidden)  # (batch, seq, H * P)
         weights = logits.unflatten(-1, (self.heads, -1)).softmax(-1).flatten(-2)  # per head
-        return self.strength * (weights @ self.values[k].to(hidden.dtype))
+        return self.strength * (weights @ self._values[k].like(hidden))
 
 
 class Recorder:
-    """`resid_post` hooks that keep each layer's output (after any earlier hook's edit)."""
+    """`resid_post` hooks that keep each layer's output (after any earlier hook's edit), stacked
+    on `device`.
 
-    def __init__(self, layers: Sequence[int]) -> None:
+    On a dispatched model the layers run on several devices; their states are gathered on one
+    (the input device, where the targets they are compared with are), by copies autograd
+    follows, so a loss on the stack still trains what the hooks added on each layer's device.
+    """
+
+    def __init__(self, layers: Sequence[int], device: torch.device) -> None:
         self.layers = tuple(layers)
+        self.device = device
         self.states: dict[int, torch.Tensor] = {}
 
     def hooks(self) -> list[tuple[str, HookFn]]:
@@ -87,7 +99,7 @@ class Recorder:
         return [(hook_name(layer, "resid_post"), make(layer)) for layer in self.layers]
 
     def stacked(self) -> torch.Tensor:  # (n_layers, batch, seq, d)
-        return torch.stack([self.states[layer] for layer in self.layers])
+        return torch.stack([self.states[layer].to(self.device) for layer in self.layers])
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,7 @@ class Batch:
 @contextmanager
 def recording(subject: Subject) -> Iterator[Recorder]:
     """Record every layer's `resid_post` (hooks attached after any already in place)."""
-    recorder = Recorder(range(subject.n_layers))
+    recorder = Recorder(range(subject.n_layers), subject.device)
     with attached(subject, hooks=recorder.hooks()):
         yield recorder
 
@@ -152,6 +164,8 @@ def train_prefix(
     the loss per step.
     """
     d, slots = subject.d_model, cfg.heads * cfg.prefix_len
+    # Trained on the input device, with the targets; each layer's hook copies them to its own
+    # device at every call (`PrefixHooks`), and the recorder brings the states back here.
     generator = torch.Generator().manual_seed(cfg.seed)
     keys = (torch.randn(len(layers), d, slots, generator=generator) / math.sqrt(d)).to(
         subject.device

@@ -28,7 +28,7 @@ from bench.positions import TokenPositions
 from bench.sampling import StreamSampling
 from bench.subject import HookFn, Subject
 from bench.target import SuffixQuestion
-from bench.tensors import frozen, position_ids_of
+from bench.tensors import OnDevices, frozen, placed, position_ids_of
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,12 @@ class DeltaHooks:
 
     def __init__(self, layers: Sequence[int]) -> None:
         self.layers = tuple(layers)
-        self._deltas: torch.Tensor | None = None  # (K, n or 1, L, d)
-        self._lengths: torch.Tensor | None = None  # (n or 1,)
+        # The deltas (K, n or 1, L, d) live where the search keeps them (the input device); each
+        # layer's hook takes its own, and the lengths (n or 1,), on the device and dtype of its
+        # activations (on a dispatched model, the layer's device): once per `active` context,
+        # or at every call for deltas probed for a gradient (`placed`).
+        self._deltas: list[OnDevices[torch.Tensor]] | None = None
+        self._lengths: OnDevices[torch.Tensor] | None = None
         self.recorded: dict[int, torch.Tensor] | None = None
 
     def hooks(self) -> list[tuple[str, HookFn]]:
@@ -101,7 +105,11 @@ class DeltaHooks:
         """Deltas in effect inside; with `record`, the yielded dict fills with layer outputs."""
         previous = (self._deltas, self._lengths, self.recorded)
         recorded: dict[int, torch.Tensor] = {}
-        self._deltas, self._lengths = deltas, lengths
+        if deltas is None or lengths is None:
+            self._deltas, self._lengths = None, None
+        else:
+            self._deltas = [placed(deltas, k) for k in range(deltas.shape[0])]
+            self._lengths = placed(lengths)
         self.recorded = recorded if record else None
         try:
             yield recorded
@@ -120,9 +128,10 @@ class DeltaHooks:
     def _apply(
         self, k: int, hidden: torch.Tensor, positions: TokenPositions
     ) -> torch.Tensor | None:
-        if self._deltas is None:
+        if self._deltas is None or self._lengths is None:
             return None
-        delta, lengths = self._deltas[k], self._lengths  # (n, L, d), (n,)
+        delta = self._deltas[k].like(hidden)  # (n, L, d)
+        lengths = self._lengths.on(hidden.device)  # (n,)
         absolute = positions.absolute  # (batch, seq)
         mask = positions.prompt() & (absolute < lengths[:, None])  # (batch, seq)
         if not bool(mask.any()):  # decode steps after the prompt: nothing to add
@@ -357,7 +366,9 @@ def relative_scale(
     up in the residual stream, come to about s x the norm whatever the model's depth."""
     with hooks.active(deltas, lengths, record=True) as recorded:
         last_logits(subject, prompts)
-    states = torch.stack([recorded[layer] for layer in hooks.layers])  # (K, n, W, d) left padded
+    # (K, n, W, d) left padded. On a dispatched model each layer's states come from its own
+    # device: they are gathered where the lengths and the gradient are.
+    states = torch.stack([recorded[layer].to(lengths.device) for layer in hooks.layers])
     width = states.shape[2]
     real = torch.arange(width, device=states.device)[None, :] >= width - lengths[:, None]  # (n, W)
     tokens = len(hooks.layers) * lengths.to(states.dtype)  # (n,)

@@ -252,6 +252,8 @@ def optimise(
     n, device = len(prompts), subject.device
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     width = int(lengths.max())
+    # Every layer's deltas stay on the input device, where the gradients of the probe land
+    # (`suffix_gradients`); the hooks copy each layer's to the device it runs on.
     acc = torch.zeros(len(hooks.layers), n, width, subject.d_model, device=device)
     responses, scores, nll = candidates(subject, hooks, prompts, None, lengths, suffix, cfg)
     initial, initial_nll = scores.clone(), nll.clone()

@@ -1,6 +1,8 @@
 """Models larger than one device: a tiny model dispatched by accelerate over the CPU and disk
 offload (`[model] device_map`) steers exactly as the same model in one piece: hooks, activation
-capture (the vector methods' fits) and SelfControl's gradients run on the dispatched modules."""
+capture (the vector and memory methods' fits), SelfControl's gradients and the trained modules
+(the prefix, the memory cross-attention) run on the dispatched modules. One device type only:
+hooks on another device than the subject's are `tests/test_placement.py`."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from bench.config import ModelConfig
 from bench.params import parse
 from bench.registry import METHODS
 from bench.subject import GenerationSettings, Subject
-from tests.test_method_contract import CASES, TARGET
+from methods.memory_xattn import load_module, train_module
+from tests.test_method_contract import CASES, TARGET, make
 from tests.tiny import tiny_gpt2
 
 PROMPTS = ["The movie was", "I love this place , the food is", "You are"]
@@ -56,7 +59,9 @@ def _answers(subject: Subject, method, state, strength: float):
     return texts, [s.logprob for s in scores]
 
 
-@pytest.mark.parametrize("name", ["caa", "actadd", "selfcontrol"])
+@pytest.mark.parametrize(
+    "name", ["caa", "actadd", "selfcontrol", "memory_add", "memory_xattn", "prefix"]
+)
 def test_a_dispatched_model_steers_identically(pair, name):
     whole, dispatched = pair
     cls = METHODS.get(name)
@@ -73,6 +78,21 @@ def test_a_dispatched_model_steers_identically(pair, name):
     assert got_texts == texts
     torch.testing.assert_close(torch.tensor(got_scores), torch.tensor(scores))
     assert _answers(whole, method, state, 0.0) != (texts, scores)  # the method really steered
+
+
+def test_the_memory_module_trains_identically_on_a_dispatched_model(pair, tmp_path, monkeypatch):
+    """memory_xattn's module, trained through the dispatched model's hooks (each subject in a
+    cache of its own, so the second one trains too), ends as the one trained in one piece."""
+    modules = []
+    for subject in pair:
+        method, _ = make("memory_xattn")
+        config = method.params.train_config(subject)
+        monkeypatch.setenv("STEERBENCH_CACHE", str(tmp_path / str(len(modules))))
+        module, _ = load_module(train_module(subject, config, progress=False), "cpu")
+        modules.append(module.state_dict())
+    assert bool(modules[0]["o.weight"].any())  # trained: the output projection starts at zero
+    for name, tensor in modules[0].items():
+        torch.testing.assert_close(modules[1][name], tensor, rtol=1e-5, atol=1e-6)
 
 
 def test_device_map_is_checked_where_the_experiment_is_parsed():
