@@ -63,7 +63,7 @@ class ModelConfig:
     offload_folder: str | None = None  # for weights offloaded to disk (default: a temp folder)
 
     def __post_init__(self) -> None:
-        from bench.subject import DEVICE_MAPS, DTYPES  # (they import torch: not at the top)
+        from bench.loading import DEVICE_MAPS, DTYPES  # (they import torch: not at the top)
 
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype '{self.dtype}'; use one of {', '.join(DTYPES)}")

@@ -8,15 +8,11 @@ attachment returns a handle; `bench.steering.attached` removes them all in `fina
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -24,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
 from bench.architectures import HookPoint, resolve
-from bench.errors import UserError
+from bench.loading import execution_device, load_pretrained
 from bench.positions import PositionTracker, TokenPositions
 from bench.sampling import StreamSampling, stream_seeds
 from bench.tensors import padded
@@ -52,40 +48,6 @@ _VOLATILE_CONFIG = {
     "dtype",
     "torch_dtype",
 }
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-# accelerate's placements: what `[model] device_map` may say.
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-
-
-def dispatch_arguments(
-    device_map: str, max_memory: dict[str, str] | None, offload_folder: str | None
-) -> dict:
-    """`from_pretrained`'s placement arguments. GPU budgets are keyed by index ("0": "20GiB"),
-    which accelerate wants as integers; disk offload needs a folder (a temporary one, removed
-    when the process ends, unless one is named)."""
-    if offload_folder is None:
-        offload_folder = tempfile.mkdtemp(prefix="steerbench-offload-")
-        atexit.register(shutil.rmtree, offload_folder, ignore_errors=True)
-    memory = None
-    if max_memory is not None:
-        memory = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()}
-    return {"device_map": device_map, "max_memory": memory, "offload_folder": offload_folder}
-
-
-def execution_device(placement: int | str, placements: Iterable[int | str] = ()) -> torch.device:
-    """The device a module placed at `placement` (an `hf_device_map` value; `placements`: all
-    of the map's) runs on. Offloaded modules ("cpu", "disk") run on accelerate's main device,
-    which loads their weights for each call: the first of the other placements, as
-    `accelerate.dispatch_model` picks it (a GPU), or the CPU when there is none."""
-    if placement in ("cpu", "disk"):
-        others = list(set(placements) - {"cpu", "disk"})
-        placement = others[0] if others else "cpu"
-    if isinstance(placement, int):
-        return torch.device("cuda", placement)
-    return torch.device(placement)
 
 
 @dataclass(frozen=True)
@@ -162,30 +124,16 @@ class Subject:
         """`device_map` (e.g. "auto"): let accelerate place the model's modules over the GPUs,
         the CPU and disk (within `max_memory` per device, offloading to `offload_folder`, a
         temporary folder by default) instead of putting the whole model on `device`."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if dtype not in DTYPES:
-            raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
-        source = str(name_or_path)
-        kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
-        placement = (
-            {} if device_map is None else dispatch_arguments(device_map, max_memory, offload_folder)
+        model, tokenizer = load_pretrained(
+            str(name_or_path),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_folder=offload_folder,
         )
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=DTYPES[dtype], **kwargs, **placement
-            )
-        except (OSError, ValueError) as error:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not Path(source).exists()
-            hint = (
-                "not a local directory and not in the Hugging Face cache; download it where "
-                "there is network (`hf download " + source + "`) or give a local path"
-                if offline
-                else str(error).splitlines()[0]
-            )
-            raise UserError(f"cannot load model '{source}': {hint}") from None
-        return cls(model if device_map else model.to(device), tokenizer, name=source)
+        return cls(model if device_map else model.to(device), tokenizer, name=str(name_or_path))
 
     # ------------------------------------------------------------------ facts
     @property

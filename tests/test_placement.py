@@ -23,8 +23,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from bench.loading import execution_device
 from bench.positions import TokenPositions
-from bench.subject import GenerationSettings, Handle, HookFn, Subject, execution_device
+from bench.subject import GenerationSettings, Handle, HookFn, Subject
 from bench.tensors import OnDevices, placed
 from methods.memory import MemoryAdd, MemoryAddParams
 from methods.selfcontrol_engine import DeltaHooks
