@@ -188,6 +188,16 @@ def test_two_processes_give_the_outputs_and_metrics_of_one(world, tmp_path):
         assert second[key][0] == _approx(metrics), key
     for name in ("selection.json", "skipped.json"):
         assert json.loads((one / name).read_text()) == json.loads((two / name).read_text())
+    # Side effects across suites: cells of their own, sharded like any.
+    effects = [json.loads((run / "side_effects.json").read_text()) for run in (one, two)]
+    assert len(effects[0]) == len(effects[1]) > 0
+    for a, b in zip(*effects):
+        what = ("method", "fitted_for", "scored_on", "strength", "seeds")
+        assert [a[k] for k in what] == [b[k] for k in what]
+        assert _approx({k: a[k] for k in ("value", "unsteered")}) == {
+            k: b[k] for k in ("value", "unsteered")
+        }
+        assert b["difference"] == _approx(a["difference"])
     # Resume: a second launch finds every cell finished and computes none.
     cells = sorted(p.stat().st_mtime_ns for p in (two / "cells").iterdir())
     again = _cli(world, "run", str(_experiment(world, 2)), "-o", str(two), "-q", "--processes", "2")
