@@ -79,8 +79,11 @@ class FailsOnRank1(ToySentiment):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def make_world(root: Path) -> Path:
     """A folder with a tiny saved model and a plugin distribution naming the test tasks."""
-    root = tmp_path_factory.mktemp("world")
     subject = tiny_gpt2(vocab_size=600)
     subject.model.save_pretrained(root / "model")
     subject.tokenizer.save_pretrained(root / "model")

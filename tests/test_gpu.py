@@ -14,16 +14,14 @@ Run them on a GPU machine with `pytest -m gpu`; `tests/test_dispatch.py` and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from bench.params import parse
 from bench.registry import METHODS
 from bench.subject import GenerationSettings, Subject
+from tests.test_dispatch import saved  # noqa: F401, F811  (the tiny model, saved once)
 from tests.test_method_contract import CASES, TARGET
-from tests.tiny import tiny_gpt2
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,15 +34,6 @@ TWO_GPUS = pytest.mark.skipif(
 PROMPTS = ["The movie was", "I love this place , the food is", "You are"]
 GREEDY = GenerationSettings(max_new_tokens=5, temperature=0.0)
 METHOD_NAMES = ["caa", "actadd", "pca", "selfcontrol", "memory_add", "memory_xattn", "prefix"]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("gpu") / "model"
-    subject = tiny_gpt2(vocab_size=600)
-    subject.model.save_pretrained(folder)
-    subject.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _method(name: str):
@@ -75,12 +64,12 @@ def _same_steering(reference: Subject, other: Subject, name: str, atol: float) -
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_a_method_steers_on_the_gpu_as_on_the_cpu(saved, name):
+def test_a_method_steers_on_the_gpu_as_on_the_cpu(saved, name):  # noqa: F811
     _same_steering(Subject.load(saved), Subject.load(saved, device="cuda"), name, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_a_model_offloaded_from_the_gpu_steers_as_it_does_whole(saved, tmp_path, name):
+def test_a_model_offloaded_from_the_gpu_steers_as_it_does_whole(saved, tmp_path, name):  # noqa: F811
     whole = Subject.load(saved, device="cuda")
     # The embedding and the first block on the GPU, the rest offloaded to the CPU: accelerate
     # runs the offloaded blocks on the GPU too, loading their weights for each call.
@@ -95,7 +84,7 @@ def test_a_model_offloaded_from_the_gpu_steers_as_it_does_whole(saved, tmp_path,
 
 @TWO_GPUS
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_a_model_split_across_two_gpus_steers_as_it_does_whole(saved, name):
+def test_a_model_split_across_two_gpus_steers_as_it_does_whole(saved, name):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     whole = Subject.load(saved, device="cuda:0")
@@ -115,14 +104,7 @@ def test_a_model_split_across_two_gpus_steers_as_it_does_whole(saved, name):
 def test_two_processes_over_nccl_give_the_outputs_and_metrics_of_one(tmp_path_factory):
     from tests import test_distributed as distributed
 
-    world = tmp_path_factory.mktemp("nccl")
-    subject = tiny_gpt2(vocab_size=600)
-    subject.model.save_pretrained(world / "model")
-    subject.tokenizer.save_pretrained(world / "model")
-    info = world / "plugins" / "steerbench_test_plugins-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: steerbench-test-plugins\n")
-    (info / "entry_points.txt").write_text(distributed.ENTRY_POINTS)
+    world = distributed.make_world(tmp_path_factory.mktemp("nccl"))
     experiment = distributed._experiment(world, 2)
     experiment.write_text(experiment.read_text().replace("[model]\n", '[model]\ndevice = "cuda"\n'))
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
