@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.config import MODEL_TASKS, CapabilityConfig
+from bench.distributed import SINGLE, Group
 from bench.errors import UserError
 from bench.intervals import LEVEL, RESAMPLES, SEED
 from bench.records import Record
@@ -156,18 +157,19 @@ def task_manager(config: CapabilityConfig):
 
 
 def evaluate_capability(
-    subject: Subject, steering, config: CapabilityConfig, manager=None
-) -> CapabilityRun:
+    subject: Subject, steering, config: CapabilityConfig, manager=None, group: Group = SINGLE
+) -> CapabilityRun | None:
     """Run the configured lm-eval tasks on `subject` under `steering` (`bench.lm_eval_model.
     Steering`) through lm-eval's evaluator (`manager`: the `task_manager` of `config`, built
-    here when not given)."""
+    here when not given). Every rank of `group` takes part, each answering its share of the
+    documents; the run is rank 0's (None on the others)."""
     from lm_eval import simple_evaluate
     from lm_eval.api.registry import get_metric_aggregation
 
     from bench.lm_eval_model import SteerbenchLM
 
     manager = manager if manager is not None else task_manager(config)
-    lm = SteerbenchLM(subject=subject, steering=steering, batch_size=config.batch_size)
+    lm = SteerbenchLM(subject=subject, steering=steering, batch_size=config.batch_size, group=group)
     out = simple_evaluate(
         model=lm,
         tasks=list(config.tasks),
@@ -181,6 +183,8 @@ def evaluate_capability(
         torch_random_seed=config.seed,
         fewshot_random_seed=config.seed,
     )
+    if out is None:  # not rank 0: lm-eval gathered this rank's documents there
+        return None
     scores, items = {}, {}
     for task in config.tasks:
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])

@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"steerbench: error: {error}", file=sys.stderr)
         return 2
     except RankFailed as error:
-        if launched_rank() == 0:
+        if launched_rank() == 0 or not error.everywhere:
             print(f"steerbench: error: {error}; finished cells are kept", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:

@@ -43,7 +43,13 @@ TIMEOUT = datetime.timedelta(hours=2)
 
 
 class RankFailed(Exception):
-    """A rank failed on its part of the work; every rank raises this, naming the first failure."""
+    """A rank failed on its part of the work. `everywhere`: every rank raises this, naming the
+    first failure (`gather_checked`), and rank 0 alone says it; else only the rank that failed
+    raises it, and says it itself."""
+
+    def __init__(self, message: str, *, everywhere: bool = True) -> None:
+        super().__init__(message)
+        self.everywhere = everywhere
 
 
 def launched_rank() -> int:
@@ -99,6 +105,14 @@ class Group:
             return [value]
         parts: list[Any] | None = [None] * self.size if self.main else None
         _dist().gather_object(value, parts, dst=0, group=self.objects)
+        return parts
+
+    def all_gather(self, value: T) -> list[T]:
+        """Every rank's `value` in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        parts: list[Any] = [None] * self.size
+        _dist().all_gather_object(parts, value, group=self.objects)
         return parts
 
     def gather_checked(self, compute: Callable[[], T]) -> list[T] | None:

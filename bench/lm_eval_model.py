@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval fills its registry lazily, only while it is empty)
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from bench.config import ModelConfig
+from bench.distributed import SINGLE, Group, from_environment
 from bench.errors import UserError, warn
 from bench.method import Method
 from bench.params import parse
@@ -84,8 +86,6 @@ def _device(device: str | None) -> str:
     """The device to load on. lm-eval's command line asks for "cuda:0" unless told otherwise:
     "cuda" or "cuda:0" without CUDA is the CPU here, said in one line; any other device is the
     user's own choice and is checked on loading."""
-    import torch
-
     if device in (None, "cuda", "cuda:0") and not torch.cuda.is_available():
         if device is not None:
             warn("steerbench model: CUDA is not available; running on the CPU")
@@ -119,19 +119,27 @@ class SteerbenchLM(LM):
         testbed_seed: int = 0,
         subject: Subject | None = None,
         steering: Steering | None = None,
+        group: Group | None = None,
         **method_params: Any,
     ) -> None:
         """From model_args (`pretrained`, `method`, `state`, ...), or in-process from a loaded
-        `subject` and a built `steering` (the capability suite)."""
+        `subject` and a built `steering` (the capability suite).
+
+        `group`: the processes that share lm-eval's requests (lm-eval's evaluator gives each
+        rank every world_size-th document and gathers the results on rank 0). From model_args
+        it is the launcher's (`accelerate launch -m bench lm-eval ...`), else one process."""
         super().__init__()
         from bench.sources import load_subject
 
         self.steering = steering or build_steering(method, state, float(strength), method_params)
+        if group is None:
+            group = from_environment(_device(device)) if subject is None else SINGLE
+        self.group = group
         if subject is None:
             config = ModelConfig(
                 name=str(pretrained),
                 dtype=dtype,
-                device=_device(device),
+                device=group.device(_device(device)),
                 trust_remote_code=bool(trust_remote_code),
                 revision=revision,
                 testbed_seed=int(testbed_seed),
@@ -150,6 +158,31 @@ class SteerbenchLM(LM):
     @property
     def tokenizer_name(self) -> str:
         return self.subject.tokenizer.name_or_path.replace("/", "__")
+
+    # ------------------------------------------------------------------ data parallel
+    # What lm-eval's evaluator calls to share requests among processes (LM's defaults are the
+    # single process). Objects travel over the group's gloo connection, tensors included.
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.group.size
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's `tensor`, concatenated along the first dimension (a scalar counts as
+        one element), on every rank."""
+        parts = self.group.all_gather(tensor.detach().cpu())
+        return torch.cat([torch.atleast_1d(p) for p in parts]).to(tensor.device)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if dst != 0:
+            raise ValueError("the steerbench model gathers on rank 0 only")
+        return self.group.gather(obj)
+
+    def barrier(self) -> None:
+        self.group.barrier()
 
     # ------------------------------------------------------------------ requests
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

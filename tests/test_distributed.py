@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from bench.distributed import Group
+from tasks.testbed.lm_eval_tasks import write_tasks
+from tests.test_lm_eval_model import TINY_TASKS
 from tests.test_reports_fixture import ToySentiment, registered
 from tests.tiny import tiny_gpt2
 
@@ -63,6 +65,11 @@ name = "toy_toxicity"
 
 [[tasks]]
 name = "toy_preference"
+
+[capability]
+tasks = {lm_eval_tasks}
+include_path = "{lm_eval}"
+include_defaults = false
 """
 
 
@@ -93,16 +100,60 @@ def make_world(root: Path) -> Path:
         "Metadata-Version: 2.1\nName: steerbench-test-plugins\nVersion: 0\n"
     )
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    write_tasks(root / "lm_eval", TINY_TASKS)  # the capability suite's lm-eval tasks
+    # One more, "probe": testbed_grammar whose per-document scoring says which rank ran it.
+    config = (root / "lm_eval" / "testbed_grammar.yaml").read_text()
+    config = config.replace("task: testbed_grammar", "task: probe").replace(
+        "- testbed\n", "- probe\n"
+    )
+    (root / "lm_eval" / "probe.yaml").write_text(
+        config + "process_results: !function probe_utils.process_results\n"
+    )
+    (root / "lm_eval" / "probe_utils.py").write_text(PROBE)
     return root
+
+
+# The probe task's scoring: lm-eval's accuracy, and the document's text appended to
+# $PROBE_FOLDER/rank-$RANK.txt; it fails on the rank named by $PROBE_FAILS_ON.
+PROBE = """\
+import os
+from pathlib import Path
+
+
+def process_results(doc, results):
+    rank = os.environ.get("RANK", "0")
+    if rank == os.environ.get("PROBE_FAILS_ON"):
+        raise RuntimeError("the probe's scorer ran out of memory")
+    if os.environ.get("PROBE_FOLDER"):
+        with open(Path(os.environ["PROBE_FOLDER"]) / f"rank-{rank}.txt", "a") as out:
+            out.write(doc["good"] + "\\n")
+    lls = [ll for ll, _ in results]
+    return {"acc": float(lls.index(max(lls)) == 0)}
+"""
+
+
+CAPABILITY_TASKS = (*sorted(TINY_TASKS), "probe")
+
+
+def _experiment_text(world: Path, batch_size: int, lm_eval_tasks=CAPABILITY_TASKS) -> str:
+    return EXPERIMENT.format(
+        model=(world / "model").as_posix(),
+        batch_size=batch_size,
+        lm_eval_tasks=json.dumps(list(lm_eval_tasks)),
+        lm_eval=(world / "lm_eval").as_posix(),
+    )
 
 
 def _experiment(world: Path, batch_size: int) -> Path:
     path = world / f"experiment-{batch_size}.toml"
-    path.write_text(EXPERIMENT.format(model=(world / "model").as_posix(), batch_size=batch_size))
+    path.write_text(_experiment_text(world, batch_size))
     return path
 
 
-def _cli(world: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def _cli(
+    world: Path, *args: str, env: dict[str, str] | None = None, module: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m bench ARGS` (`python ARGS` when not `module`) with the test plugins."""
     path = os.pathsep.join([str(world / "plugins"), str(ROOT)])
     environment = {
         **os.environ,
@@ -112,7 +163,7 @@ def _cli(world: Path, *args: str, env: dict[str, str] | None = None) -> subproce
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
+        [sys.executable, *(("-m", "bench") if module else ()), *args],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -177,9 +228,14 @@ def test_shards_are_contiguous_whole_batches_covering_every_item():
 
 
 def test_two_processes_give_the_outputs_and_metrics_of_one(world, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
+    one, two, probe = tmp_path / "one", tmp_path / "two", tmp_path / "probe"
     _in_process(world, 2, one)
-    done = _cli(world, "run", str(_experiment(world, 2)), "-o", str(two), "-q", "--processes", "2")
+    probe.mkdir()
+    done = _cli(
+        world,
+        *("run", str(_experiment(world, 2)), "-o", str(two), "-q", "--processes", "2"),
+        env={"PROBE_FOLDER": str(probe)},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("results:") == 1  # rank 0 alone reports
     manifest = json.loads((two / "manifest.json").read_text())
@@ -201,11 +257,38 @@ def test_two_processes_give_the_outputs_and_metrics_of_one(world, tmp_path):
             k: b[k] for k in ("value", "unsteered")
         }
         assert b["difference"] == _approx(a["difference"])
-    # Resume: a second launch finds every cell finished and computes none.
-    cells = sorted(p.stat().st_mtime_ns for p in (two / "cells").iterdir())
+    # Capability: lm-eval's evaluator shared the documents among the ranks; rank 0 gathered
+    # them. Accuracies per item are equal; log-likelihoods, batched differently, to rounding.
+    capability = [json.loads((run / "capability.json").read_text()) for run in (one, two)]
+    assert len(capability[0]) > 3
+    assert _close(capability[1], capability[0])
+    items = [(run / "capability_items.jsonl").read_text().splitlines() for run in (one, two)]
+    assert len(items[0]) == len(items[1]) > 20
+    assert all(_close(json.loads(b), json.loads(a)) for a, b in zip(*items))
+    # Each rank scored its own share of lm-eval's documents: together all, none twice.
+    shares = [set((probe / f"rank-{r}.txt").read_text().splitlines()) for r in (0, 1)]
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert shares[0] | shares[1] == {doc["good"] for doc in TINY_TASKS["testbed_grammar"]["test"]}
+    # Resume: a second launch finds every cell and evaluation finished and computes none.
+    done_before = _mtimes(two / "cells") + _mtimes(two / "capability")
     again = _cli(world, "run", str(_experiment(world, 2)), "-o", str(two), "-q", "--processes", "2")
     assert again.returncode == 0, again.stderr
-    assert sorted(p.stat().st_mtime_ns for p in (two / "cells").iterdir()) == cells
+    assert _mtimes(two / "cells") + _mtimes(two / "capability") == done_before
+
+
+def _mtimes(folder: Path) -> list[int]:
+    return sorted(p.stat().st_mtime_ns for p in folder.iterdir())
+
+
+def _close(a, b) -> bool:
+    """`a` equals `b` in structure and text, numbers to rounding (REL)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_close, a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return b == pytest.approx(a, rel=REL, nan_ok=True)
+    return a == b
 
 
 def test_the_batch_size_changes_no_sampled_output(world, tmp_path):
@@ -233,7 +316,7 @@ def _rounded(outputs: list) -> list:
 def test_a_failing_rank_ends_the_run_with_one_line_and_no_cell_half_written(world, tmp_path):
     experiment = world / "fails.toml"
     experiment.write_text(
-        EXPERIMENT.format(model=(world / "model").as_posix(), batch_size=2).split("[[tasks]]")[0]
+        _experiment_text(world, 2).split("[[tasks]]")[0]
         + '[[tasks]]\nname = "toy_fails_on_rank_1"\n'
     )
     out = tmp_path / "run"
@@ -247,3 +330,62 @@ def test_a_failing_rank_ends_the_run_with_one_line_and_no_cell_half_written(worl
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     assert not (out / "cells").exists() or not any((out / "cells").iterdir())
     assert not (out / "cells.jsonl").exists()
+
+
+def test_a_rank_failing_inside_lm_eval_says_so_and_the_others_stop(world, tmp_path):
+    """lm-eval's evaluator exchanges documents among the ranks: rank 1's failure there is its
+    own line, rank 0 stops at the next exchange and says why, and no evaluation is kept."""
+    experiment = world / "fails_in_lm_eval.toml"
+    text = _experiment_text(world, 2, lm_eval_tasks=["probe"])
+    tasks = text.index("[[tasks]]")
+    experiment.write_text(
+        text[:tasks] + '[[tasks]]\nname = "toy_sentiment"\n' + text[text.index("[capability]") :]
+    )
+    out = tmp_path / "run"
+    done = _cli(
+        world,
+        *("run", str(experiment), "-o", str(out), "-q", "--processes", "2"),
+        env={"PROBE_FAILS_ON": "1"},
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert (
+        "steerbench: error: rank 1 failed in lm-eval: RuntimeError: the probe's scorer ran out "
+        "of memory; finished cells are kept"
+    ) in lines, done.stderr
+    assert len(lines) == 2 and lines[0] != lines[1] and "rank 0" in " ".join(lines), done.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert not (out / "capability.json").exists()
+    assert not (out / "capability").exists() or not any((out / "capability").iterdir())
+
+
+def test_steerbench_lm_eval_in_two_processes_gives_the_results_of_one(world, tmp_path):
+    """`steerbench lm-eval --model steerbench` under a launcher (here `bench.distributed.launch`,
+    what --processes runs; `accelerate launch -m bench lm-eval ...` sets the same variables)
+    shares lm-eval's documents among the processes and reports the numbers of one."""
+    args = [
+        *("lm-eval", "--model", "steerbench", "--model_args", f"pretrained={world / 'model'}"),
+        *("--device", "cpu", "--tasks", ",".join(CAPABILITY_TASKS)),
+        *("--include_path", str(world / "lm_eval"), "--log_samples"),
+    ]
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    one = _cli(world, *args, "--output_path", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    two = _cli(
+        world,
+        "-c",
+        "import sys; from bench.distributed import launch; sys.exit(launch(2, sys.argv[1:]))",
+        *args,
+        *("--output_path", str(tmp_path / "two")),
+        env={"PROBE_FOLDER": str(probe)},
+        module=False,
+    )
+    assert two.returncode == 0, two.stderr
+    results = [
+        json.loads(next((tmp_path / run).glob("**/results_*.json")).read_text())["results"]
+        for run in ("one", "two")
+    ]
+    assert results[0].keys() == set(CAPABILITY_TASKS)
+    assert _close(results[1], results[0])
+    assert all((probe / f"rank-{r}.txt").read_text() for r in (0, 1))  # both ranks took part

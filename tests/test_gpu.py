@@ -14,6 +14,8 @@ Run them on a GPU machine with `pytest -m gpu`; `tests/test_dispatch.py` and
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -117,3 +119,6 @@ def test_two_processes_over_nccl_give_the_outputs_and_metrics_of_one(tmp_path_fa
     for key, (metrics, examples) in first.items():
         distributed._same_records(examples, second[key][1], key)
         assert second[key][0] == distributed._approx(metrics), key
+    # The capability suite's lm-eval documents were shared among the two GPUs' processes too.
+    capability = [json.loads((run / "capability.json").read_text()) for run in (one, two)]
+    assert len(capability[0]) > 3 and distributed._close(capability[1], capability[0])
