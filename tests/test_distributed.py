@@ -33,6 +33,9 @@ toy_sentiment = tests.test_reports_fixture:ToySentiment
 toy_toxicity = tests.test_reports_fixture:ToyToxicity
 toy_preference = tests.test_reports_fixture:ToyPreference
 toy_fails_on_rank_1 = tests.test_distributed:FailsOnRank1
+
+[steerbench.model_sources]
+world_tiny = tests.test_distributed:WORLD_MODEL
 """
 
 EXPERIMENT = """\
@@ -82,6 +85,32 @@ class FailsOnRank1(ToySentiment):
         if os.environ.get("RANK") == "1":
             raise RuntimeError("the scorer ran out of memory")
         return super().score(example, outputs)
+
+
+class WorldModel:
+    """The world's tiny model as a model source that names its own capability tasks (as the
+    testbed does), the world's folder given by $STEERBENCH_TEST_WORLD."""
+
+    name = "world_tiny"
+    summary = "the distributed tests' tiny model"
+
+    def locate(self, config, progress: bool) -> str:
+        return str(Path(os.environ["STEERBENCH_TEST_WORLD"]) / "model")
+
+    def display_name(self, config) -> str:
+        return self.name
+
+    def training_corpus(self, config):
+        return None
+
+    def capability_tasks(self, config):
+        from bench.capability import OwnTasks
+
+        folder = Path(os.environ["STEERBENCH_TEST_WORLD"]) / "lm_eval"
+        return OwnTasks(CAPABILITY_TASKS, str(folder))
+
+
+WORLD_MODEL = WorldModel()
 
 
 @pytest.fixture(scope="module")
@@ -389,3 +418,24 @@ def test_steerbench_lm_eval_in_two_processes_gives_the_results_of_one(world, tmp
     assert results[0].keys() == set(CAPABILITY_TASKS)
     assert _close(results[1], results[0])
     assert all((probe / f"rank-{r}.txt").read_text() for r in (0, 1))  # both ranks took part
+
+
+def test_the_scaling_measurement_compares_one_and_n_processes_at_equal_work(world, tmp_path):
+    """`steerbench bench --processes 2`: generation throughput and one lm-eval evaluation of
+    the model's own capability tasks, in one process and in two, as ratios."""
+    out = tmp_path / "scaling.json"
+    args = ["bench", "--model", "world_tiny", "--task", "toy_sentiment", "--scaling-only"]
+    args += ["--processes", "2", "--batch", "2", "--tokens", "3", "--scaling-batches", "2"]
+    done = _cli(world, *args, "--json", str(out), env={"STEERBENCH_TEST_WORLD": str(world)})
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())["scaling"]
+    assert row["processes"] == 2 and row["cpus"] == os.cpu_count()
+    assert row["tokens"] == 2 * 2 * 2 * 3  # batch x processes x batches each, 3 tokens each
+    assert row["ratio"] == pytest.approx(
+        row["n_processes_tokens_per_second"] / row["one_process_tokens_per_second"], rel=1e-2
+    )
+    one, two = row["capability_one_process_seconds"], row["capability_n_processes_seconds"]
+    assert one > 0 and two > 0 and row["capability_ratio"] == pytest.approx(one / two, rel=1e-2)
+    printed = done.stdout.splitlines()
+    assert any(line.startswith("scaling: 2 processes / 1 process") for line in printed)
+    assert any("lm-eval evaluation" in line for line in printed), done.stdout
