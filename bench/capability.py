@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 
@@ -170,19 +172,20 @@ def evaluate_capability(
 
     manager = manager if manager is not None else task_manager(config)
     lm = SteerbenchLM(subject=subject, steering=steering, batch_size=config.batch_size, group=group)
-    out = simple_evaluate(
-        model=lm,
-        tasks=list(config.tasks),
-        num_fewshot=config.num_fewshot,
-        limit=config.limit,
-        task_manager=manager,
-        log_samples=True,
-        bootstrap_iters=0,
-        random_seed=config.seed,
-        numpy_random_seed=config.seed,
-        torch_random_seed=config.seed,
-        fewshot_random_seed=config.seed,
-    )
+    with _no_git_probe():
+        out = simple_evaluate(
+            model=lm,
+            tasks=list(config.tasks),
+            num_fewshot=config.num_fewshot,
+            limit=config.limit,
+            task_manager=manager,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=config.seed,
+            numpy_random_seed=config.seed,
+            torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed,
+        )
     if out is None:  # not rank 0: lm-eval gathered this rank's documents there
         return None
     scores, items = {}, {}
@@ -199,6 +202,21 @@ def evaluate_capability(
             {"doc_id": s["doc_id"], **{m: _plain(s[m]) for m in s["metrics"]}} for s in samples
         )
     return CapabilityRun(scores, items)
+
+
+@contextmanager
+def _no_git_probe() -> Iterator[None]:
+    """lm-eval's results name the git commit of the working folder, asked of `git` with its
+    error output left on the terminal: outside a repository every evaluation would print
+    "fatal: not a git repository". steerbench keeps none of lm-eval's run description, so the
+    probe is skipped (where this lm-eval version has it)."""
+    import lm_eval.evaluator
+
+    if not hasattr(lm_eval.evaluator, "get_git_commit_hash"):
+        yield
+        return
+    with patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None):
+        yield
 
 
 def _aggregation(config: Mapping[str, Any], metric: str, default: Callable) -> str:

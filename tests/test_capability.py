@@ -282,6 +282,26 @@ def test_an_unknown_lm_eval_task_is_a_user_error(tmp_path, gpt2_subject):
         evaluate_capability(gpt2_subject, Steering(), config)
 
 
+def test_an_evaluation_outside_a_git_repository_prints_nothing(
+    tmp_path, gpt2_subject, monkeypatch, capfd
+):
+    """lm-eval asks git for the working folder's commit; outside a repository git's "fatal:
+    not a git repository" went to the terminal at every evaluation."""
+    from bench.capability import evaluate_capability
+    from bench.lm_eval_model import Steering
+
+    write_tasks(tmp_path / "tasks", TINY_TASKS)
+    config = CapabilityConfig(
+        tasks=("testbed_grammar",), include_path=str(tmp_path / "tasks"), include_defaults=False
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    capfd.readouterr()
+    run = evaluate_capability(gpt2_subject, Steering(), config)
+    assert run is not None and run.scores["testbed_grammar"].value >= 0
+    assert "git" not in capfd.readouterr().err
+
+
 def test_a_missing_include_path_fails_before_the_model_loads(tmp_path, capsys):
     from bench.cli import main
 
