@@ -8,6 +8,7 @@ such a map runs. A model that cannot be read is one line naming it and what to d
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,19 @@ import torch
 from bench.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class _DroppedMaskAlarm(logging.Filter):
+    """transformers' `generate` drops an attention mask of all ones (nothing is padded, so none
+    is needed), and then the model warns, at the first generated end-of-text (the pad token),
+    that it got no mask. steerbench always passes its masks: the warning is about transformers'
+    own optimisation, not a padded batch, and would only alarm a user. Other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "passing in an `attention_mask`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_DroppedMaskAlarm())
 
 
 # accelerate's placements: what `[model] device_map` may say.

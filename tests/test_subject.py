@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
@@ -161,6 +162,34 @@ def test_batched_generation_equals_one_by_one_under_left_padding(gpt2_subject):
     batched = gpt2_subject.generate(prompts, settings)
     single = [gpt2_subject.generate([p], settings)[0] for p in prompts]
     assert batched == single
+
+
+def test_generating_an_end_of_text_in_an_unpadded_batch_raises_no_false_alarm(
+    gpt2_subject, monkeypatch
+):
+    """transformers' generate drops an all-ones mask, then warns at the first generated pad
+    token that no mask came ("We strongly recommend passing in an `attention_mask`"): a false
+    alarm for steerbench, which passes its masks. Here the pad token is the one the model
+    generates first, and the batch's two prompts are one (nothing padded)."""
+    settings = GenerationSettings(max_new_tokens=3, temperature=0.0)
+    prompts = ["The movie was"] * 2
+    first = gpt2_subject.encode(gpt2_subject.generate(prompts[:1], settings)[0][0])[0]
+    monkeypatch.setattr(gpt2_subject.model.config, "pad_token_id", first)
+    transformers.utils.logging.get_logger("transformers").warning_once.cache_clear()
+    said: list[str] = []
+    listener = logging.Handler()
+    listener.emit = lambda record: said.append(record.getMessage())
+    library = logging.getLogger("transformers")  # where transformers' own handler prints
+    library.addHandler(listener)
+    level = library.level
+    library.setLevel(logging.WARNING)  # -q in an earlier test may have set it to errors only
+    try:
+        gpt2_subject.generate(prompts, settings)
+        transformers.utils.logging.get_logger("transformers.modeling_utils").warning("other")
+    finally:
+        library.removeHandler(listener)
+        library.setLevel(level)
+    assert said == ["other"]
 
 
 def test_load_round_trips_through_from_pretrained(gpt2_subject, tmp_path):
