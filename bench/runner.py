@@ -46,7 +46,7 @@ from bench.records import (
 from bench.rundir import RunDir
 from bench.selection import choose_strength
 from bench.side_effects import SIDE_EFFECTS, side_effect
-from bench.state import State, StateCache, content_key
+from bench.state import State, StateCache, content_key, share_states
 from bench.subject import Subject
 from bench.target import SteeringTarget
 from bench.task import Splits, Task
@@ -156,15 +156,18 @@ class Runner:
             else:
                 fit_targets = [t for ts in targets.values() for t in ts]
                 # Rank 0 fits into the cache (or finds a fit not applicable); once the others
-                # hear the outcome, the states are there for them to read.
+                # hear the outcome, they take its states (`share_states`).
+                states: dict[str, State] = {}
                 if self.group.main:
                     try:
                         states = self._fit(planned, task, fit_targets)
                     except NotApplicable as error:
                         reason = str(error)
                 reason = self.group.broadcast(reason)
-                if reason is None and not self.group.main:
-                    states = self._fit(planned, task, fit_targets)
+                if reason is None and self.group.distributed:
+                    keys = {t.name: self._state_key(planned, t) for t in fit_targets}
+                    shared = share_states(self.group, self.states, keys, states)
+                    states = {n: state.to(self.subject.device) for n, state in shared.items()}
             if reason is not None:
                 self.skipped.append(Skip(planned.label, task.name, reason))
                 self._bar.update(len(planned.strengths) * len(self.exp.seeds) * 2)
@@ -295,9 +298,7 @@ class Runner:
     ) -> dict[str, State]:
         states = {}
         for target in {t.name: t for t in targets}.values():
-            key = content_key(
-                planned.method.fit_key_parts(), target.to_dict(), self.subject.fingerprint()
-            )
+            key = self._state_key(planned, target)
             start = time.perf_counter()
             state, cached = self.states.get_or_fit(
                 key, lambda t=target: planned.method.fit(self.subject, t)
@@ -306,6 +307,11 @@ class Runner:
             self.fits.append(Fit(planned.label, task.name, target.name, key, cached, seconds))
             states[target.name] = state.to(self.subject.device)
         return states
+
+    def _state_key(self, planned: PlannedMethod, target: SteeringTarget) -> str:
+        return content_key(
+            planned.method.fit_key_parts(), target.to_dict(), self.subject.fingerprint()
+        )
 
     def _sweep(
         self, planned, task, splits, split, targets, states, strengths

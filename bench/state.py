@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bench.distributed import Group
 from bench.errors import UserError, warn
 from bench.rundir import CORRUPT, move_aside
 
@@ -109,16 +110,48 @@ class StateCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
 
-    def get_or_fit(self, key: str, fit: Callable[[], State]) -> tuple[State, bool]:
-        """(state, was_cached). A cached state that does not load is moved aside with a
-        warning and fitted again: a damaged cache must not block every later run."""
+    def cached(self, key: str) -> State | None:
+        """The state under `key`, or None. One that does not load is moved aside with a
+        warning (to be fitted again): a damaged cache must not block every later run."""
         path = self.path(key)
         if path.exists():
             try:
-                return State.load(path), True
+                return State.load(path)
             except UserError as error:
                 move_aside(path)
                 warn(f"{error}; moved aside ({CORRUPT}), fitting it again")
+        return None
+
+    def get_or_fit(self, key: str, fit: Callable[[], State]) -> tuple[State, bool]:
+        """(state, was_cached): the cached state, else `fit()`'s, cached."""
+        state = self.cached(key)
+        if state is not None:
+            return state, True
         state = fit()
-        state.save(path)
+        state.save(self.path(key))
         return state, False
+
+
+def share_states(
+    group: Group, cache: StateCache, keys: Mapping[str, str], fitted: Mapping[str, State] | None
+) -> dict[str, State]:
+    """Rank 0's `fitted` states ({target name: state}, cached under `keys`), on every rank of
+    `group`. The others read them from the cache rank 0 wrote (one machine, or a shared
+    filesystem); what a rank's cache lacks (another machine's disk) rank 0 sends, and that
+    rank keeps it in its own cache for a next run. No rank but 0 fits: every rank steers with
+    the very states rank 0 fitted."""
+    if group.main:
+        mine = dict(fitted or {})
+    else:
+        mine = {name: cache.cached(key) for name, key in keys.items()}
+    missing = [name for name, state in mine.items() if state is None]
+    lacking = sorted({name for part in group.all_gather(missing) for name in part})
+    if lacking:
+        sent = group.broadcast(
+            {name: mine[name].to("cpu") for name in lacking} if group.main else None
+        )
+        for name in lacking:
+            if mine[name] is None:
+                mine[name] = sent[name]
+                mine[name].save(cache.path(keys[name]))
+    return mine

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import pytest
 from bench.distributed import Group
 from tasks.testbed.lm_eval_tasks import write_tasks
 from tests.test_lm_eval_model import TINY_TASKS
-from tests.test_reports_fixture import ToySentiment, registered
+from tests.test_reports_fixture import MeanDiff, ToySentiment, registered
 from tests.tiny import tiny_gpt2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = """\
 [steerbench.methods]
 meandiff = tests.test_reports_fixture:MeanDiff
+
+meandiff_fits_on_rank_0 = tests.test_distributed:FitsOnRank0Only
 
 [steerbench.tasks]
 toy_sentiment = tests.test_reports_fixture:ToySentiment
@@ -85,6 +89,17 @@ class FailsOnRank1(ToySentiment):
         if os.environ.get("RANK") == "1":
             raise RuntimeError("the scorer ran out of memory")
         return super().score(example, outputs)
+
+
+class FitsOnRank0Only(MeanDiff):
+    """Fits on rank 0 only: any other rank must take rank 0's states."""
+
+    name = "meandiff_fits_on_rank_0"
+
+    def fit(self, subject, target):
+        if os.environ.get("RANK", "0") != "0":
+            raise RuntimeError(f"rank {os.environ['RANK']} fitted a state")
+        return super().fit(subject, target)
 
 
 class WorldModel:
@@ -439,3 +454,73 @@ def test_the_scaling_measurement_compares_one_and_n_processes_at_equal_work(worl
     printed = done.stdout.splitlines()
     assert any(line.startswith("scaling: 2 processes / 1 process") for line in printed)
     assert any("lm-eval evaluation" in line for line in printed), done.stdout
+
+
+TWO_NODES = """\
+seeds = [0, 1]
+report = false
+
+[model]
+name = "{model}"
+
+[selection]
+test_strengths = "all"
+
+[generation]
+max_new_tokens = 6
+temperature = 1.0
+batch_size = 2
+
+[[methods]]
+name = "meandiff_fits_on_rank_0"
+strengths = [0, 1, 4]
+
+[[tasks]]
+name = "toy_sentiment"
+
+[capability]
+tasks = []
+"""
+
+
+def test_two_nodes_without_a_shared_filesystem_use_rank_0s_states(world, tmp_path):
+    """Two machines, one process each (two nodes over localhost, as a multi-node launch starts
+    them: LOCAL_RANK 0 on both), each with its own state cache: rank 1 fits nothing (its
+    method fails if it tries), it receives rank 0's states and keeps them in its own cache,
+    and the run gives the outputs of one process."""
+    experiment = world / "two_nodes.toml"
+    experiment.write_text(TWO_NODES.format(model=(world / "model").as_posix()))
+    one = _cli(
+        world,
+        *("run", str(experiment), "-o", str(tmp_path / "one"), "-q"),
+        env={"STEERBENCH_CACHE": str(tmp_path / "cache-one")},
+    )
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rendezvous = {"WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    rendezvous |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    with ThreadPoolExecutor(2) as pool:
+        nodes = [
+            pool.submit(
+                _cli,
+                world,
+                *("run", str(experiment), "-o", str(tmp_path / "two"), "-q"),
+                env={
+                    **rendezvous,
+                    "RANK": str(rank),
+                    "STEERBENCH_CACHE": str(tmp_path / f"cache-{rank}"),
+                },
+            )
+            for rank in (0, 1)
+        ]
+        done = [node.result() for node in nodes]
+    assert [d.returncode for d in done] == [0, 0], done[0].stderr + done[1].stderr
+    first, second = _by_key(tmp_path / "one"), _by_key(tmp_path / "two")
+    assert first.keys() == second.keys() and len(first) == 3 * 2 * 2  # strengths x seeds x splits
+    for key, (metrics, examples) in first.items():
+        _same_records(examples, second[key][1], key)
+        assert second[key][0] == _approx(metrics), key
+    kept = [sorted(p.name for p in (tmp_path / f"cache-{r}" / "states").iterdir()) for r in (0, 1)]
+    assert kept[0] and kept[1] == kept[0]
