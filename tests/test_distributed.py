@@ -456,31 +456,14 @@ def test_the_scaling_measurement_compares_one_and_n_processes_at_equal_work(worl
     assert any("lm-eval evaluation" in line for line in printed), done.stdout
 
 
-TWO_NODES = """\
-seeds = [0, 1]
-report = false
-
-[model]
-name = "{model}"
-
-[selection]
-test_strengths = "all"
-
-[generation]
-max_new_tokens = 6
-temperature = 1.0
-batch_size = 2
-
-[[methods]]
-name = "meandiff_fits_on_rank_0"
-strengths = [0, 1, 4]
-
-[[tasks]]
-name = "toy_sentiment"
-
-[capability]
-tasks = []
-"""
+def _two_nodes_text(world: Path) -> str:
+    """The experiment's settings with one method that fits on rank 0 only, one task and no
+    capability suite."""
+    head = _experiment_text(world, 2).split("[[methods]]")[0]
+    return head + (
+        '[[methods]]\nname = "meandiff_fits_on_rank_0"\nstrengths = [0, 1, 4]\n\n'
+        '[[tasks]]\nname = "toy_sentiment"\n\n[capability]\ntasks = []\n'
+    )
 
 
 def test_two_nodes_without_a_shared_filesystem_use_rank_0s_states(world, tmp_path):
@@ -489,7 +472,7 @@ def test_two_nodes_without_a_shared_filesystem_use_rank_0s_states(world, tmp_pat
     method fails if it tries), it receives rank 0's states and keeps them in its own cache,
     and the run gives the outputs of one process."""
     experiment = world / "two_nodes.toml"
-    experiment.write_text(TWO_NODES.format(model=(world / "model").as_posix()))
+    experiment.write_text(_two_nodes_text(world))
     one = _cli(
         world,
         *("run", str(experiment), "-o", str(tmp_path / "one"), "-q"),
