@@ -162,15 +162,20 @@ def from_environment(device: str) -> Group:
     return Group(rank, size, local, objects)
 
 
+def free_port() -> int:
+    """A port on localhost that nothing listens on now: for a rendezvous of local processes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(processes: int, argv: Sequence[str]) -> int:
     """Run `python -m bench <argv>` in `processes` processes on this machine, joined as one
     group over localhost (what `steerbench run --processes N` does; `accelerate launch` and
     torchrun set the same variables). Each process gets an equal share of the CPU's threads
     unless OMP_NUM_THREADS says otherwise. Returns rank 0's exit code, or the first failing
     rank's when that one had to be stopped."""
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // processes))
     common = {
         WORLD_SIZE: str(processes),

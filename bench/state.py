@@ -133,7 +133,7 @@ class StateCache:
 
 
 def share_states(
-    group: Group, cache: StateCache, keys: Mapping[str, str], fitted: Mapping[str, State] | None
+    group: Group, cache: StateCache, keys: Mapping[str, str], fitted: Mapping[str, State]
 ) -> dict[str, State]:
     """Rank 0's `fitted` states ({target name: state}, cached under `keys`), on every rank of
     `group`. The others read them from the cache rank 0 wrote (one machine, or a shared
@@ -141,7 +141,7 @@ def share_states(
     rank keeps it in its own cache for a next run. No rank but 0 fits: every rank steers with
     the very states rank 0 fitted."""
     if group.main:
-        mine = dict(fitted or {})
+        mine: dict[str, State | None] = dict(fitted)
     else:
         mine = {name: cache.cached(key) for name, key in keys.items()}
     missing = [name for name, state in mine.items() if state is None]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.distributed import Group
+from bench.distributed import Group, free_port
 from tasks.testbed.lm_eval_tasks import write_tasks
 from tests.test_lm_eval_model import TINY_TASKS
 from tests.test_reports_fixture import MeanDiff, ToySentiment, registered
@@ -479,11 +478,8 @@ def test_two_nodes_without_a_shared_filesystem_use_rank_0s_states(world, tmp_pat
         env={"STEERBENCH_CACHE": str(tmp_path / "cache-one")},
     )
     assert one.returncode == 0, one.stderr
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     rendezvous = {"WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
-    rendezvous |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    rendezvous |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     with ThreadPoolExecutor(2) as pool:
         nodes = [
             pool.submit(
